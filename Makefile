@@ -1,0 +1,31 @@
+# One place for the project's checks; the README and .ci/run call these targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install lint typecheck test check bench-mesh clean
+
+# torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
+install:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,dev]'
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck:
+	$(BIN)/mypy
+
+test:
+	$(BIN)/pytest -q
+
+check: lint typecheck test
+
+bench-mesh:
+	$(PY) bench/bench_mesh.py
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Ready-made actor templates: enhance, judge, review (see each folder's README)."""

@@ -1,0 +1,3 @@
+from asya_agents.cli import main
+
+main()

@@ -1,0 +1,290 @@
+"""``asya``: the one entry point (see ``docs/cli.md``).
+
+Every command that reads a mesh takes the mesh folder. Connection settings come from
+flags or ``ASYA_*`` variables (``settings.py``); ``--json`` output is for scripts and
+stays stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from asya_agents.envelope import Envelope
+from asya_agents.errors import AsyaError
+from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.settings import Settings
+from asya_agents.stores import ResultStore, open_result_store
+from asya_agents.transports import Outgoing, Transport, open_transport
+
+__all__ = ["main"]
+
+
+class _Context:
+    """What every mesh command needs, resolved once from flags, env and mesh.yaml."""
+
+    def __init__(self, mesh: Path, transport: str | None, state_dir: Path | None) -> None:
+        self.settings = Settings()
+        self.loaded: LoadedMesh = load_mesh(mesh)
+        self.kind = transport or self.settings.mesh.transport or self.loaded.mesh.spec.transport
+        self.state_dir = self.loaded.state_dir(state_dir or self.settings.mesh.state_dir)
+
+    def transport(self) -> Transport:
+        return open_transport(self.kind, settings=self.settings, state_dir=self.state_dir,
+                              mesh=self.loaded.name)
+
+    def store(self) -> ResultStore:
+        return open_result_store(self.settings.store.url, state_dir=self.state_dir)
+
+
+def _mesh_options(fn: Any) -> Any:
+    fn = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+                      help="State folder [ASYA_STATE_DIR; MESH/.asya]")(fn)
+    fn = click.option("--transport", type=click.Choice(["embedded", "rabbitmq", "sqs"]),
+                      default=None, help="Override mesh.yaml's transport [ASYA_TRANSPORT]")(fn)
+    return click.argument("mesh", type=click.Path(exists=True, file_okay=False, path_type=Path))(fn)
+
+
+class _Group(click.Group):
+    """Turns this project's errors into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AsyaError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="asya-agents")
+def main() -> None:
+    """asya-agents: AI pipelines as an actor mesh.
+
+    Each step is an actor (a Python function behind its own queue); each message carries
+    its own route. Run a mesh folder with `asya up`, feed it with `asya send`, watch it
+    with `asya status` and read what ended with `asya results`.
+    """
+
+
+# -- up -------------------------------------------------------------------------------
+
+
+@main.command()
+@_mesh_options
+def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
+    """Run MESH on this machine until SIGINT/SIGTERM.
+
+    Each actor runs in its own processes, scaled 0..N from its queue depth with KEDA's
+    semantics (the manifest's spec.scaling). Stopping drains in-flight work first.
+    """
+    from asya_agents.supervisor import Supervisor
+
+    ctx = _Context(mesh, transport, state_dir)
+    logging.basicConfig(level=ctx.settings.mesh.log_level,
+                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+
+    async def run() -> None:
+        tr = ctx.transport()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await Supervisor(ctx.loaded, tr, transport_kind=ctx.kind,
+                             state_dir=ctx.state_dir).run(stop)
+        finally:
+            await tr.close()
+
+    click.echo(f"mesh {ctx.loaded.name} on {ctx.kind} (state: {ctx.state_dir}); Ctrl-C stops")
+    asyncio.run(run())
+
+
+# -- send -----------------------------------------------------------------------------
+
+
+def _parse_payload(_: click.Context, __: click.Parameter, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+
+
+@main.command()
+@_mesh_options
+@click.option("--payload", required=True, callback=_parse_payload, help="JSON payload")
+@click.option("--route", default=None, help="Comma-separated actors [mesh.yaml's route]")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--wait", is_flag=True, help="Show progress until every envelope has ended")
+@click.option("--timeout", default=None, type=float, help="Give up waiting after SECONDS")
+def send(mesh: Path, transport: str | None, state_dir: Path | None, payload: Any,
+         route: str | None, count: int, wait: bool, timeout: float | None) -> None:
+    """Enqueue COUNT envelopes with PAYLOAD at the head of the route."""
+    ctx = _Context(mesh, transport, state_dir)
+    actors = [a.strip() for a in route.split(",")] if route else ctx.loaded.route
+    unknown = [a for a in actors if a not in ctx.loaded.actor_names]
+    if unknown:
+        raise click.BadParameter(f"unknown actor(s) {', '.join(unknown)}", param_hint="--route")
+    envelopes = [Envelope.create(payload, actors) for _ in range(count)]
+
+    async def push() -> None:
+        tr = ctx.transport()
+        try:
+            await tr.ensure_queues(sorted(ctx.loaded.actor_names))
+            for start in range(0, len(envelopes), 500):
+                await tr.send([Outgoing(e.route.curr, e.encode())
+                               for e in envelopes[start:start + 500]])
+        finally:
+            await tr.close()
+
+    asyncio.run(push())
+    ids = [e.id for e in envelopes]
+    click.echo(f"sent {count} envelope(s) to {actors[0]}: {', '.join(ids[:5])}"
+               + (" …" if count > 5 else ""))
+    if wait:
+        failed = _wait(ctx.store(), ids, timeout)
+        sys.exit(1 if failed else 0)
+
+
+def _wait(store: ResultStore, ids: list[str], timeout: float | None) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), transient=False) as bar:
+        task = bar.add_task("ended", total=len(ids))
+        while True:
+            done = sum(1 for w in store.ended_weight(ids).values() if w >= 1 - 1e-9)
+            bar.update(task, completed=done)
+            if done == len(ids):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                click.secho(f"timed out: {len(ids) - done} envelope(s) still running",
+                            fg="yellow", err=True)
+                sys.exit(3)
+            time.sleep(0.2)
+    counts = {"succeeded": 0, "failed": 0, "paused": 0}
+    wanted = set(ids)
+    for rec in store.results():
+        if rec.root_id in wanted:
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return counts["failed"]
+
+
+# -- status / results / replay ------------------------------------------------------------
+
+
+def _read_supervisor(state_dir: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((state_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if time.time() - data.get("updated", 0) < 10 else {}
+
+
+@main.command()
+@_mesh_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: bool) -> None:
+    """Per actor: queue depth, in flight, replicas; totals of ended envelopes."""
+    ctx = _Context(mesh, transport, state_dir)
+    sup = _read_supervisor(ctx.state_dir).get("actors", {})
+
+    async def gather() -> dict[str, Any]:
+        tr = ctx.transport()
+        try:
+            out = {}
+            for name in [*ctx.loaded.actors, "happy-end", "error-end"]:
+                st = await tr.stats(name)
+                rep = sup.get(name, {})
+                out[name] = {"depth": st.depth, "in_flight": st.in_flight,
+                             "delayed": st.delayed, "replicas": rep.get("replicas", 0),
+                             "metrics": rep.get("metrics", [])}
+            return out
+        finally:
+            await tr.close()
+
+    actors = asyncio.run(gather())
+    totals = ctx.store().totals()
+    report: dict[str, Any] = {"mesh": ctx.loaded.name, "transport": ctx.kind, "running": bool(sup),
+              "actors": actors,
+              "totals": {"succeeded": totals.succeeded, "failed": totals.failed,
+                         "paused": totals.paused, "duplicates": totals.duplicates}}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mesh {ctx.loaded.name} ({ctx.kind})"
+                  + ("" if sup else " — supervisor not running"))
+    for col in ("actor", "depth", "in flight", "delayed", "replicas"):
+        table.add_column(col, justify="left" if col == "actor" else "right")
+    for name, row in actors.items():
+        table.add_row(name, str(row["depth"]), str(row["in_flight"]), str(row["delayed"]),
+                      str(row["replicas"]))
+    console = Console()
+    console.print(table)
+    console.print(", ".join(f"{k} {v}" for k, v in report["totals"].items()))
+
+
+@main.command()
+@_mesh_options
+@click.option("--status", "status_", type=click.Choice(["succeeded", "failed", "paused"]),
+              default=None, help="Only envelopes that ended so")
+@click.option("--limit", type=int, default=None, help="At most N records")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+def results(mesh: Path, transport: str | None, state_dir: Path | None, status_: str | None,
+            limit: int | None, as_json: bool) -> None:
+    """Ended envelopes with their payloads and, for failures, the reason."""
+    ctx = _Context(mesh, transport, state_dir)
+    records = ctx.store().results(status=status_, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "status", "path", "payload / error"):
+        table.add_column(col)
+    for rec in records:
+        path = " → ".join([*rec.route.get("prev", []), rec.route.get("curr", "")])
+        detail = (f"{rec.error['type'].rsplit('.', 1)[-1]}: {rec.error['message']}"
+                  if rec.error else json.dumps(rec.payload))
+        table.add_row(rec.id, rec.status, path, detail[:120])
+    Console().print(table)
+
+
+@main.command()
+@_mesh_options
+@click.argument("envelope_id")
+def replay(mesh: Path, transport: str | None, state_dir: Path | None, envelope_id: str) -> None:
+    """Send a failed envelope back to the actor where it failed, as a first attempt."""
+    ctx = _Context(mesh, transport, state_dir)
+    store = ctx.store()
+    rec = store.get(envelope_id)
+    if rec is None or rec.status != "failed":
+        raise click.BadParameter(f"no failed envelope {envelope_id!r}", param_hint="ENVELOPE_ID")
+    envelope = Envelope.from_dict(rec.envelope)
+    envelope.meta.attempt, envelope.meta.error = 1, None
+
+    async def push() -> None:
+        tr = ctx.transport()
+        try:
+            await tr.send([Outgoing(envelope.route.curr, envelope.encode())])
+        finally:
+            await tr.close()
+
+    asyncio.run(push())
+    store.forget(envelope_id)
+    click.echo(f"replayed {envelope_id} to {envelope.route.curr}")

@@ -1,0 +1,36 @@
+"""Crew actors: the ends of every route.
+
+``happy-end`` records each succeeded envelope once (a duplicate delivery is counted, not
+stored twice); ``error-end`` records failures with the reason, the traceback, the
+attempts and the full envelope, so that ``asya results`` explains them and ``asya replay``
+can send one back. They run on the same runtime as any actor, with a terminal handler
+instead of a user's one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
+from asya_agents.manifest import ScalingSpec
+from asya_agents.stores.base import ResultStore, Status
+
+__all__ = ["CREW_SCALING", "crew_terminal"]
+
+#: How the local supervisor scales crew actors: recording is fast, so few replicas.
+CREW_SCALING = ScalingSpec(minReplicaCount=0, maxReplicaCount=2, queueLength=100,
+                           pollingInterval=1.0, cooldownPeriod=30.0,
+                           scaleDownStabilization=10.0)
+
+
+def crew_terminal(actor: str, store: ResultStore) -> Callable[[Envelope], Awaitable[None]]:
+    """The terminal handler of crew actor ``actor``, writing to ``store``."""
+    if actor not in (HAPPY_END, ERROR_END):
+        raise ValueError(f"not a crew actor: {actor!r}")
+    status: Status = "succeeded" if actor == HAPPY_END else "failed"
+
+    async def record(envelope: Envelope) -> None:
+        await asyncio.to_thread(store.record, status, envelope.to_dict())
+
+    return record

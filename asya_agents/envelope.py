@@ -1,0 +1,243 @@
+"""The envelope: the one message format every actor, queue and store speaks.
+
+An envelope carries its own route, so no coordinator is needed: after a handler succeeds
+the runtime moves ``curr`` to the end of ``prev`` and pops the head of ``next`` into
+``curr``.  Handlers may rewrite ``next`` only; ``prev`` and ``curr`` are history.
+
+Framework bookkeeping lives in ``meta`` (see :class:`Meta`), so an envelope read from
+any queue or store explains itself: which attempt it is on, where it came from when it
+was fanned out, how much of its root it stands for (``weight``), when each hop ran, and
+for failures the error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from fractions import Fraction
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from asya_agents.errors import EnvelopeError, HistoryAlteredError
+
+__all__ = [
+    "ERROR_END",
+    "HAPPY_END",
+    "MAX_ENVELOPE_BYTES",
+    "Envelope",
+    "ErrorInfo",
+    "Hop",
+    "Meta",
+    "Route",
+    "new_id",
+]
+
+HAPPY_END = "happy-end"
+ERROR_END = "error-end"
+#: Default cap on an encoded envelope; payloads carry URLs, never images.
+MAX_ENVELOPE_BYTES = 256 * 1024
+
+
+def new_id() -> str:
+    """A short random envelope id (12 hex characters)."""
+    return uuid.uuid4().hex[:12]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Route(_Model):
+    """Where an envelope has been (``prev``), is (``curr``) and goes (``next``)."""
+
+    prev: list[str] = Field(default_factory=list)
+    curr: str
+    next: list[str] = Field(default_factory=list)
+
+    @field_validator("curr")
+    @classmethod
+    def _curr_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("route.curr must name an actor")
+        return value
+
+
+class ErrorInfo(_Model):
+    """Why an envelope failed: recorded by the runtime, stored by ``error-end``."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    actor: str | None = None
+    attempt: int | None = None
+    reason: str = "handler-error"
+
+
+class Hop(_Model):
+    """One actor's handling of the envelope, for timings per hop."""
+
+    actor: str
+    started: float
+    ended: float
+    attempt: int = 1
+
+
+class Meta(_Model):
+    """Bookkeeping owned by the runtime; handlers read it but their changes are ignored.
+
+    - ``attempt``: 1 for the first try at the current actor, +1 per retry.
+    - ``root_id``: id of the envelope ``asya send`` created; fan-out children keep it.
+    - ``parent_id``: id of the envelope this one was fanned out from.
+    - ``weight``: the share of the root this envelope stands for, a fraction as text
+      ("1", "1/3"); the root has ended when the weights of its ended pieces sum to 1.
+    - ``created``: when the root was sent (epoch seconds).
+    - ``deadline``: optional epoch seconds after which the envelope is not worth handling.
+    - ``hops``: one entry per handled hop, with timings.
+    - ``error``: set on the way to ``error-end``.
+    - ``delivery_count``: how often the transport delivered this copy (when it knows).
+    - ``retry_to``: actor a failed envelope was headed to when it was retried.
+    """
+
+    attempt: int = 1
+    root_id: str | None = None
+    parent_id: str | None = None
+    weight: str = "1"
+    created: float | None = None
+    deadline: float | None = None
+    hops: list[Hop] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    delivery_count: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("weight")
+    @classmethod
+    def _weight_is_fraction(cls, value: str) -> str:
+        try:
+            frac = Fraction(value)
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"meta.weight is not a fraction: {value!r}") from exc
+        if not 0 <= frac <= 1:
+            raise ValueError(f"meta.weight must be within 0..1: {value!r}")
+        return value
+
+
+class Envelope(_Model):
+    """A message on the mesh. See ``docs/envelope.md`` for the wire format."""
+
+    id: str = Field(min_length=1, max_length=200)
+    route: Route
+    headers: dict[str, Any] = Field(default_factory=dict)
+    payload: Any = None
+    meta: Meta = Field(default_factory=Meta)
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        payload: Any,
+        route: list[str],
+        *,
+        id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> Envelope:
+        """A new root envelope that starts at ``route[0]``."""
+        if not route:
+            raise EnvelopeError("a route needs at least one actor")
+        env_id = id or new_id()
+        meta = Meta(root_id=env_id, created=time.time() if now is None else now)
+        return cls(
+            id=env_id,
+            route=Route(curr=route[0], next=list(route[1:])),
+            headers=dict(headers or {}),
+            payload=payload,
+            meta=meta,
+        )
+
+    # -- wire ---------------------------------------------------------------------
+
+    @classmethod
+    def decode(cls, body: bytes | str, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
+        """Parse a message body; anything invalid raises :class:`EnvelopeError`."""
+        size = len(body)
+        if size > max_bytes:
+            raise EnvelopeError(f"message is {size} bytes, over the limit of {max_bytes}")
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EnvelopeError(f"message is not UTF-8 JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Envelope:
+        if not isinstance(data, dict):
+            raise EnvelopeError(f"an envelope is a JSON object, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise EnvelopeError(_describe(exc)) from exc
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(exclude_defaults=False).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    # -- routing ------------------------------------------------------------------
+
+    @property
+    def root_id(self) -> str:
+        return self.meta.root_id or self.id
+
+    def advanced(self, *, end: str = HAPPY_END) -> Envelope:
+        """A copy moved one hop on: ``curr`` joins ``prev``, the head of ``next`` is
+        the new ``curr``, or ``end`` when nothing is left."""
+        route = self.route
+        nxt = list(route.next)
+        curr = nxt.pop(0) if nxt else end
+        new_route = Route(prev=[*route.prev, route.curr], curr=curr, next=nxt)
+        meta = self.meta.model_copy(update={"attempt": 1, "error": None})
+        return self.model_copy(update={"route": new_route, "meta": meta})
+
+    def check_history(self, original: Envelope) -> None:
+        """Raise :class:`HistoryAlteredError` unless only ``next`` changed."""
+        if self.id != original.id:
+            raise HistoryAlteredError(
+                f"handler changed the envelope id from {original.id!r} to {self.id!r}"
+            )
+        if self.route.prev != original.route.prev:
+            raise HistoryAlteredError(
+                f"handler altered route.prev from {original.route.prev} to {self.route.prev}"
+            )
+        if self.route.curr != original.route.curr:
+            raise HistoryAlteredError(
+                f"handler altered route.curr from {original.route.curr!r} "
+                f"to {self.route.curr!r}"
+            )
+
+    def fan_out(self, payloads: list[Any]) -> list[Envelope]:
+        """Children for a fan-out: ids ``<id>.<i>`` (stable across redeliveries, so a
+        retried fan-out produces the same ids), each with an equal share of weight."""
+        share = Fraction(self.meta.weight) / max(len(payloads), 1)
+        children = []
+        for index, payload in enumerate(payloads):
+            meta = self.meta.model_copy(
+                update={"parent_id": self.id, "weight": str(share), "root_id": self.root_id}
+            )
+            children.append(
+                self.model_copy(
+                    update={"id": f"{self.id}.{index}", "payload": payload, "meta": meta}
+                )
+            )
+        return children
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(envelope)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid envelope: " + "; ".join(parts)

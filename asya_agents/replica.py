@@ -1,0 +1,109 @@
+"""One replica of one actor, as its own OS process (``python -m asya_agents.replica``).
+
+The supervisor starts these; on Kubernetes the container's command is the same. SIGTERM
+stops taking messages and lets in-flight ones finish (up to the actor's timeout) before
+the process exits, which is what scale-down and shutdown rely on. A replica whose sync
+handler overran its timeout cannot cancel that thread, so it exits with
+:data:`EXIT_RESTART` and the supervisor starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from asya_agents.crew import crew_terminal
+from asya_agents.envelope import ERROR_END, HAPPY_END
+from asya_agents.handlers import load_handler
+from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.resiliency.build import failure_policy
+from asya_agents.runtime import Runtime, RuntimeConfig
+from asya_agents.settings import Settings
+from asya_agents.stores import open_result_store
+from asya_agents.transports import Transport, open_transport
+
+__all__ = ["EXIT_RESTART", "build_runtime", "main", "serve"]
+
+EXIT_RESTART = 3
+log = logging.getLogger("asya.replica")
+
+
+def add_python_paths(loaded: LoadedMesh) -> None:
+    for path in reversed(loaded.python_paths()):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+
+
+def lease_for(timeout: float) -> float:
+    """Lease (visibility timeout) of a message: short enough that a killed replica's
+    work comes back soon, long enough that heartbeats keep a slow handler's lease."""
+    return max(2.0, min(timeout + 5.0, 30.0))
+
+
+def build_runtime(
+    loaded: LoadedMesh, actor: str, transport: Transport, *, settings: Settings,
+    state_dir: Path,
+) -> Runtime:
+    """The runtime of ``actor`` of ``loaded`` on ``transport``: the same code path for
+    replicas, tests and the public test helper."""
+    names = loaded.actor_names
+    if actor in (HAPPY_END, ERROR_END):
+        store = open_result_store(settings.store.url, state_dir=state_dir)
+        cfg = RuntimeConfig(actor=actor, actors=names, concurrency=8, timeout=30.0,
+                            lease=lease_for(30.0))
+        return Runtime(cfg, transport=transport, terminal=crew_terminal(actor, store))
+    if actor not in loaded.actors:
+        raise KeyError(f"mesh {loaded.name!r} has no actor {actor!r}")
+    spec = loaded.actors[actor].spec
+    add_python_paths(loaded)
+    assert spec.handler is not None
+    handler = load_handler(spec.handler, config=spec.config, threads=spec.concurrency)
+    timeout = spec.resiliency.actorTimeout
+    cfg = RuntimeConfig(
+        actor=actor, actors=names, mode=spec.handlerMode, concurrency=spec.concurrency,
+        timeout=timeout, lease=lease_for(timeout),
+        batch_size=spec.batch.maxSize if spec.batch else None,
+        batch_wait=spec.batch.maxWait if spec.batch else 0.0,
+        max_bytes=spec.maxMessageBytes or transport.max_message_bytes,
+        failure=failure_policy(spec.resiliency),
+    )
+    return Runtime(cfg, transport=transport, handler=handler)
+
+
+async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
+                settings: Settings) -> int:
+    loaded = load_mesh(mesh)
+    transport = open_transport(transport_kind, settings=settings, state_dir=state_dir,
+                               mesh=loaded.name)
+    runtime = build_runtime(loaded, actor, transport, settings=settings, state_dir=state_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.run(stop)
+    finally:
+        await transport.close()
+    return EXIT_RESTART if runtime.restart_needed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asya_agents.replica")
+    parser.add_argument("mesh", type=Path)
+    parser.add_argument("actor")
+    parser.add_argument("--transport", default="embedded")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.mesh.log_level,
+                        format=f"%(asctime)s {args.actor}[%(process)d] %(levelname)s %(message)s")
+    return asyncio.run(serve(args.mesh, args.actor, transport_kind=args.transport,
+                             state_dir=args.state_dir, settings=settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

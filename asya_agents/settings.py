@@ -1,0 +1,73 @@
+"""Settings: the one place that reads ``ASYA_*`` environment variables.
+
+Grouped by concern; each group reads its own prefix, so ``ASYA_RABBITMQ_URL`` sets
+``settings.rabbitmq.url``. Command-line flags override these by building a model with
+explicit values (see ``cli.py``); nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MeshSettings", "RabbitMQSettings", "SQSSettings", "Settings", "StoreSettings"]
+
+
+class MeshSettings(BaseSettings):
+    """How the local mesh runs."""
+
+    model_config = SettingsConfigDict(env_prefix="ASYA_", extra="ignore")
+
+    transport: str | None = Field(
+        default=None, description="embedded, rabbitmq or sqs; overrides mesh.yaml"
+    )
+    state_dir: Path | None = Field(
+        default=None, description="where the embedded queue and stores live (MESH/.asya)"
+    )
+    log_format: str = Field(default="auto", description="json, text or auto (text on a tty)")
+    log_level: str = Field(default="INFO", description="logging level of replicas")
+    metrics_port: int = Field(
+        default=0, description="first port for replicas' /metrics; 0 picks free ports"
+    )
+
+
+class RabbitMQSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASYA_RABBITMQ_", extra="ignore")
+
+    url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL")
+    management_url: str = Field(
+        default="http://127.0.0.1:15672", description="management API (depth counts)"
+    )
+    queue_prefix: str = Field(default="asya", description="queues are PREFIX-MESH-ACTOR")
+
+
+class SQSSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASYA_SQS_", extra="ignore")
+
+    endpoint_url: str | None = Field(default=None, description="None for AWS; moto/LocalStack URL")
+    region: str = Field(default="us-east-1", description="AWS region")
+    access_key_id: str | None = Field(default=None, description="None: the default chain")
+    secret_access_key: str | None = Field(default=None, description="None: the default chain")
+    queue_prefix: str = Field(default="asya", description="queues are PREFIX-MESH-ACTOR")
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASYA_STORE_", extra="ignore")
+
+    url: str | None = Field(
+        default=None,
+        description="postgresql://… for a cluster; unset: SQLite in the state folder",
+    )
+
+
+class Settings(BaseSettings):
+    """All settings, grouped. ``Settings()`` reads the environment."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    mesh: MeshSettings = Field(default_factory=MeshSettings)
+    rabbitmq: RabbitMQSettings = Field(default_factory=RabbitMQSettings)
+    sqs: SQSSettings = Field(default_factory=SQSSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)

@@ -1,0 +1,139 @@
+"""SQLite result store, in the mesh's state folder beside the embedded queue."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from asya_agents.errors import StoreError
+from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals
+
+__all__ = ["SQLiteResultStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    root_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    weight TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    error TEXT,
+    recorded_at REAL NOT NULL,
+    duplicates INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS results_root ON results (root_id);
+CREATE INDEX IF NOT EXISTS results_status ON results (status, recorded_at);
+"""
+
+
+class SQLiteResultStore:
+    def __init__(self, path: str | Path, *, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open result store {self.path}: {exc}") from exc
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"result store {self.path}: {exc}") from exc
+
+    def record(self, status: Status, envelope: dict[str, Any]) -> bool:
+        meta = envelope.get("meta") or {}
+        error = meta.get("error")
+        row = (
+            envelope["id"], meta.get("root_id") or envelope["id"], status,
+            meta.get("weight", "1"), json.dumps(envelope),
+            json.dumps(error) if error else None, self._clock(),
+        )
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                old = self._conn.execute("SELECT status FROM results WHERE id=?",
+                                         (envelope["id"],)).fetchone()
+                if old is not None and old[0] == status:
+                    self._conn.execute(
+                        "UPDATE results SET duplicates=duplicates+1 WHERE id=?", (row[0],))
+                else:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO results(id, root_id, status, weight, envelope,"
+                        " error, recorded_at, duplicates) VALUES (?,?,?,?,?,?,?,"
+                        " COALESCE((SELECT duplicates FROM results WHERE id=?), 0))",
+                        (*row, row[0]),
+                    )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"result store {self.path}: {exc}") from exc
+        return old is None or old[0] != status
+
+    def _record(self, row: tuple[Any, ...]) -> ResultRecord:
+        envelope = json.loads(row[4])
+        return ResultRecord(
+            id=row[0], root_id=row[1], status=row[2], weight=row[3], envelope=envelope,
+            payload=envelope.get("payload"), route=envelope.get("route", {}),
+            error=json.loads(row[5]) if row[5] else None, recorded_at=row[6],
+            duplicates=row[7],
+        )
+
+    _COLS = "id, root_id, status, weight, envelope, error, recorded_at, duplicates"
+
+    def get(self, envelope_id: str) -> ResultRecord | None:
+        rows = self._exec(f"SELECT {self._COLS} FROM results WHERE id=?", (envelope_id,))
+        return self._record(rows[0]) if rows else None
+
+    def results(self, *, status: str | None = None, limit: int | None = None) -> list[ResultRecord]:
+        sql = f"SELECT {self._COLS} FROM results"
+        params: tuple[Any, ...] = ()
+        if status:
+            sql += " WHERE status=?"
+            params = (status,)
+        sql += " ORDER BY recorded_at, id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [self._record(r) for r in self._exec(sql, params)]
+
+    def totals(self) -> Totals:
+        counts = dict.fromkeys(ENDED, 0)
+        dups = 0
+        for status, count, dup in self._exec(
+            "SELECT status, COUNT(*), COALESCE(SUM(duplicates), 0) FROM results GROUP BY status"
+        ):
+            counts[status] = count
+            dups += dup
+        return Totals(counts["succeeded"], counts["failed"], counts["paused"], dups)
+
+    def ended_weight(self, root_ids: list[str]) -> dict[str, float]:
+        done: dict[str, Fraction] = defaultdict(Fraction)
+        for start in range(0, len(root_ids), 500):
+            chunk = root_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for root, weight in self._exec(
+                f"SELECT root_id, weight FROM results WHERE root_id IN ({marks})", tuple(chunk)
+            ):
+                done[root] += Fraction(weight)
+        return {root: float(done[root]) for root in root_ids}
+
+    def forget(self, envelope_id: str) -> None:
+        self._exec("DELETE FROM results WHERE id=?", (envelope_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,45 @@
+"""Transports: one protocol (:mod:`.base`), one module per backend.
+
+:func:`open_transport` is the one place that picks a backend from settings; it imports
+the backend module lazily so that a missing optional dependency (aio-pika, aiobotocore)
+only matters to the mesh that uses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from asya_agents.errors import ConfigError
+from asya_agents.transports.base import Delivery, Outgoing, QueueStats, Transport
+
+if TYPE_CHECKING:
+    from asya_agents.settings import Settings
+
+__all__ = ["Delivery", "Outgoing", "QueueStats", "Transport", "open_transport"]
+
+
+def open_transport(kind: str, *, settings: Settings, state_dir: Path, mesh: str) -> Transport:
+    """Build the transport ``kind`` ("embedded", "rabbitmq", "sqs") for a mesh."""
+    if kind == "embedded":
+        from asya_agents.transports.embedded import EmbeddedTransport
+
+        return EmbeddedTransport(state_dir / "queues.db")
+    if kind == "rabbitmq":
+        try:
+            from asya_agents.transports.rabbitmq import RabbitMQTransport  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigError(
+                "the rabbitmq transport needs aio-pika: "
+                f"pip install 'asya-agents[rabbitmq]' ({exc})"
+            ) from exc
+        return RabbitMQTransport.from_settings(settings.rabbitmq, mesh=mesh)  # type: ignore[no-any-return,unused-ignore]
+    if kind == "sqs":
+        try:
+            from asya_agents.transports.sqs import SQSTransport  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ConfigError(
+                f"the sqs transport needs aiobotocore: pip install 'asya-agents[sqs]' ({exc})"
+            ) from exc
+        return SQSTransport.from_settings(settings.sqs, mesh=mesh)  # type: ignore[no-any-return,unused-ignore]
+    raise ConfigError(f"unknown transport {kind!r} (embedded, rabbitmq or sqs)")

@@ -1,0 +1,48 @@
+"""Shared fixtures and the CI rule for skips.
+
+A test that needs a server (RabbitMQ, PostgreSQL, an SQS emulator, chromium) skips with
+a reason that starts with ``SERVICE_SKIP`` where the server is absent; with
+``CI=true`` such a skip is turned into a failure, so CI never passes by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_SKIP = "service unavailable:"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str = "127.0.0.1", port: int | None = None) -> None:
+    """Skip (fail in CI) unless ``host:port`` accepts connections."""
+    if port is not None and not port_open(host, port):
+        pytest.skip(f"{SERVICE_SKIP} {name} at {host}:{port}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if SERVICE_SKIP in reason:
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: a needed service is missing ({reason})"
+
+
+@pytest.fixture
+def example_mesh() -> Path:
+    return ROOT / "mesh" / "example"
