@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from asya_agents.crew import crew_terminal
-from asya_agents.envelope import ERROR_END, HAPPY_END
+from asya_agents.envelope import ERROR_END, HAPPY_END, MAX_ENVELOPE_BYTES
 from asya_agents.handlers import load_handler
 from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.resiliency.build import failure_policy
@@ -53,8 +53,10 @@ def build_runtime(
     names = loaded.actor_names
     if actor in (HAPPY_END, ERROR_END):
         store = open_result_store(settings.store.url, state_dir=state_dir)
+        # Crew actors accept whatever the transport carried, so nothing is refused at
+        # the very end of a route.
         cfg = RuntimeConfig(actor=actor, actors=names, concurrency=8, timeout=30.0,
-                            lease=lease_for(30.0))
+                            lease=lease_for(30.0), max_bytes=transport.max_message_bytes)
         return Runtime(cfg, transport=transport, terminal=crew_terminal(actor, store))
     if actor not in loaded.actors:
         raise KeyError(f"mesh {loaded.name!r} has no actor {actor!r}")
@@ -68,7 +70,7 @@ def build_runtime(
         timeout=timeout, lease=lease_for(timeout),
         batch_size=spec.batch.maxSize if spec.batch else None,
         batch_wait=spec.batch.maxWait if spec.batch else 0.0,
-        max_bytes=spec.maxMessageBytes or transport.max_message_bytes,
+        max_bytes=min(spec.maxMessageBytes or MAX_ENVELOPE_BYTES, transport.max_message_bytes),
         failure=failure_policy(spec.resiliency),
     )
     return Runtime(cfg, transport=transport, handler=handler)

@@ -117,6 +117,8 @@ class LocalMesh:
             self._submit(halt())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
         self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -36,10 +36,16 @@ class NoRetries:
 
 
 def _reason(exc: BaseException) -> str:
-    from asya_agents.errors import ActorTimeout, EnvelopeError
+    """A short machine-readable reason for ``meta.error.reason``."""
+    from asya_agents import errors
 
-    if isinstance(exc, ActorTimeout):
-        return "timeout"
-    if isinstance(exc, EnvelopeError):
-        return "invalid-envelope"
+    for kind, reason in (
+        (errors.ActorTimeout, "timeout"),
+        (errors.HistoryAlteredError, "history-altered"),
+        (errors.UnknownActorError, "unknown-actor"),
+        (errors.MessageTooLarge, "too-large"),
+        (errors.EnvelopeError, "invalid-envelope"),
+    ):
+        if isinstance(exc, kind):
+            return reason
     return "handler-error"

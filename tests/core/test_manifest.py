@@ -119,7 +119,7 @@ def test_missing_handler_route_to_unknown_actor_and_duplicates_are_errors(
     tmp_path: Path,
 ) -> None:
     mesh = write_mesh(tmp_path, DESIGN_ACTOR.replace("  handler: steps.Judge.judge\n", ""))
-    with pytest.raises(ManifestError, match="spec.handler"):
+    with pytest.raises(ManifestError, match=r"spec\.handler"):
         load_mesh(mesh)
     (mesh / "judge.yaml").write_text(DESIGN_ACTOR)
     (mesh / "mesh.yaml").write_text(MESH.replace("[judge]", "[judge, nobody]"))
@@ -134,15 +134,15 @@ def test_missing_handler_route_to_unknown_actor_and_duplicates_are_errors(
 def test_invalid_yaml_and_unknown_kinds_name_the_file(tmp_path: Path) -> None:
     mesh = write_mesh(tmp_path)
     (mesh / "broken.yaml").write_text("kind: [unclosed\n")
-    with pytest.raises(ManifestError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(ManifestError, match=r"broken\.yaml: not valid YAML"):
         load_mesh(mesh)
     (mesh / "broken.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n")
-    with pytest.raises(ManifestError, match="broken.yaml: kind: unknown kind 'ConfigMap'"):
+    with pytest.raises(ManifestError, match=r"broken\.yaml: kind: unknown kind 'ConfigMap'"):
         load_mesh(mesh)
 
 
 def test_a_folder_without_mesh_yaml_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ManifestError, match="needs a mesh.yaml"):
+    with pytest.raises(ManifestError, match=r"needs a mesh\.yaml"):
         load_mesh(tmp_path)
 
 
