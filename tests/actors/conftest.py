@@ -1,0 +1,79 @@
+"""Fixtures for the ready-made actors: review stores on SQLite and on a real PostgreSQL
+(each test in its own schema, dropped afterwards), and a controllable clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asya_agents.review import open_review_store
+from asya_agents.stores.review_base import ReviewStore
+from tests.conftest import require_service
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+class Clock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    require_service("PostgreSQL", port=5432)
+    import psycopg
+
+    schema = f"asya_review_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+StoreFactory = Callable[[], ReviewStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def open_store(store_url: str | None, tmp_path: Path,
+               clock: Clock) -> Iterator[Callable[..., ReviewStore]]:
+    """Opens review stores on the same database (one connection each)."""
+    opened: list[ReviewStore] = []
+
+    def factory(**kwargs: Any) -> ReviewStore:
+        store = open_review_store(store_url, state_dir=tmp_path,
+                                  clock=kwargs.get("clock", clock))
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
