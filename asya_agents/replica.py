@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -108,8 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.mesh.log_level,
                         format=f"%(asctime)s {args.actor}[%(process)d] %(levelname)s %(message)s")
-    return asyncio.run(serve(args.mesh, args.actor, transport_kind=args.transport,
+    code = asyncio.run(serve(args.mesh, args.actor, transport_kind=args.transport,
                              state_dir=args.state_dir, settings=settings))
+    if code == EXIT_RESTART:
+        # A sync handler that overran its timeout still runs on a worker thread, and
+        # interpreter exit would wait for it: leave now so the supervisor replaces us.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -155,3 +155,30 @@ def test_sigterm_lets_in_flight_messages_finish(tmp_path: Path) -> None:
     asyncio.run(tr.close())
     assert nap.total == 0 and nap.delayed == 0
     assert done == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_replica_whose_sync_handler_hangs_is_replaced(tmp_path: Path) -> None:
+    # Given a sync handler that sleeps far past its 300ms timeout
+    up = Up(ROOT / "tests" / "core" / "meshes" / "poison", tmp_path)
+    try:
+        hung = Envelope.create({"sleep": 60}, ["slowsync"])
+        quick = Envelope.create({"sleep": 0}, ["slowsync"])
+        send(tmp_path, [hung, quick])
+        store = SQLiteResultStore(tmp_path / "results.db")
+        deadline = time.monotonic() + 60
+        # When the mesh runs
+        while store.ended_weight([hung.id, quick.id]) != {hung.id: 1.0, quick.id: 1.0}:
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.1)
+        # Then the hung one failed with a timeout, and the next replica served the other
+        failed, ok = store.get(hung.id), store.get(quick.id)
+        store.close()
+        assert failed is not None and failed.error is not None
+        assert failed.error["reason"] == "timeout"
+        assert ok is not None and ok.status == "succeeded"
+        restarts = up.status()["actors"]["slowsync"]["restarts"]  # type: ignore[index]
+        assert restarts >= 1
+    finally:
+        assert up.stop() == 0
