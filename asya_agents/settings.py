@@ -38,9 +38,16 @@ class RabbitMQSettings(BaseSettings):
 
     url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", description="AMQP URL")
     management_url: str = Field(
-        default="http://127.0.0.1:15672", description="management API (depth counts)"
+        default="http://127.0.0.1:15672",
+        description="management API, read for unacked counts when it answers; '' disables",
     )
     queue_prefix: str = Field(default="asya", description="queues are PREFIX-MESH-ACTOR")
+    max_message_bytes: int = Field(
+        default=4 * 1024 * 1024, description="larger messages raise MessageTooLarge"
+    )
+    delivery_limit: int = Field(
+        default=20, description="deliveries before a message moves to PREFIX-MESH-ACTOR-dlq"
+    )
 
 
 class SQSSettings(BaseSettings):
@@ -51,6 +58,9 @@ class SQSSettings(BaseSettings):
     access_key_id: str | None = Field(default=None, description="None: the default chain")
     secret_access_key: str | None = Field(default=None, description="None: the default chain")
     queue_prefix: str = Field(default="asya", description="queues are PREFIX-MESH-ACTOR")
+    max_receive_count: int = Field(
+        default=20, description="receives before SQS redrives a message to PREFIX-MESH-ACTOR-dlq"
+    )
 
 
 class StoreSettings(BaseSettings):

@@ -27,19 +27,19 @@ def open_transport(kind: str, *, settings: Settings, state_dir: Path, mesh: str)
         return EmbeddedTransport(state_dir / "queues.db")
     if kind == "rabbitmq":
         try:
-            from asya_agents.transports.rabbitmq import RabbitMQTransport  # type: ignore[import-not-found,unused-ignore]
+            from asya_agents.transports.rabbitmq import RabbitMQTransport
         except ImportError as exc:
             raise ConfigError(
                 "the rabbitmq transport needs aio-pika: "
                 f"pip install 'asya-agents[rabbitmq]' ({exc})"
             ) from exc
-        return RabbitMQTransport.from_settings(settings.rabbitmq, mesh=mesh)  # type: ignore[no-any-return,unused-ignore]
+        return RabbitMQTransport.from_settings(settings.rabbitmq, mesh=mesh)
     if kind == "sqs":
         try:
-            from asya_agents.transports.sqs import SQSTransport  # type: ignore[import-not-found,unused-ignore]
+            from asya_agents.transports.sqs import SQSTransport
         except ImportError as exc:
             raise ConfigError(
                 f"the sqs transport needs aiobotocore: pip install 'asya-agents[sqs]' ({exc})"
             ) from exc
-        return SQSTransport.from_settings(settings.sqs, mesh=mesh)  # type: ignore[no-any-return,unused-ignore]
+        return SQSTransport.from_settings(settings.sqs, mesh=mesh)
     raise ConfigError(f"unknown transport {kind!r} (embedded, rabbitmq or sqs)")

@@ -1,0 +1,418 @@
+"""The RabbitMQ transport (aio-pika): a mesh that outgrows one machine, on a broker.
+
+Each actor has one durable **quorum queue**, ``PREFIX-MESH-ACTOR``. Messages are
+persistent and every publish waits for the broker's confirm (``mandatory``, so a
+message for a queue that does not exist is an error, never silently dropped). A
+replica consumes with manual acks and a prefetch equal to what the runtime first asks
+for (the actor's ``concurrency``, or its batch size), so the broker never pushes more
+than the replica may hold.
+
+**Leases.** RabbitMQ has no visibility timeout: a delivered message belongs to its
+channel until it is acked, or until the channel or connection dies, and then the broker
+requeues it at once. So ``visibility`` is not used and ``extend`` has nothing to do (the
+broker's ``consumer_timeout`` is the backstop for a replica that hangs without dying).
+After ``connect_robust`` reconnects, messages delivered on the old channel can no longer
+be acked; they are dropped from the local buffer and their ack fails with
+:class:`TransportError`, so a stale tag is never acked on the new channel (no
+double-ack) and the broker redelivers them (no loss; ``happy-end`` records an id once).
+
+**Delays** (retries, ``nack(delay=...)``) without the delayed-message plugin: a ladder
+of delay classes, each a durable classic queue ``PREFIX-MESH--delay-MS`` with a fixed
+``x-message-ttl`` that dead-letters to the default exchange. A delayed message is
+published through that class's fanout exchange with the target work queue as its
+routing key, so on expiry it lands back on its own work queue. Since all messages in a
+class share one TTL, expiry order is queue order (no head-of-line blocking). A delay
+that is not a class is served in steps: the message carries its due time
+(``x-asya-due``, epoch ms), and a consumer that receives it early re-parks it in the
+largest class that fits the rest, before the runtime ever sees it.
+
+**Dead letters.** A work queue's ``x-delivery-limit`` (quorum queues count
+redeliveries in ``x-delivery-count``) moves a message that keeps killing its consumers
+to ``PREFIX-MESH-ACTOR-dlq``. The delivery count is surfaced on :class:`Delivery`.
+
+**Counts for scaling.** ``depth`` is the ready count from a passive ``queue.declare``.
+The unacked count is not in AMQP: it is read from the management API when
+``management_url`` answers, else it is what this transport itself holds unacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asya_agents.errors import MessageTooLarge, TransportError, TransportUnavailable
+from asya_agents.transports.base import Delivery, Outgoing, QueueStats
+
+if TYPE_CHECKING:
+    from asya_agents.settings import RabbitMQSettings
+
+try:
+    import aio_pika
+    from aio_pika.abc import (
+        AbstractChannel,
+        AbstractExchange,
+        AbstractIncomingMessage,
+        AbstractRobustConnection,
+    )
+    from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"the rabbitmq transport needs aio-pika: pip install 'asya-agents[rabbitmq]' ({exc})"
+    ) from exc
+
+__all__ = ["DELAY_CLASSES_MS", "RabbitMQTransport"]
+
+#: The delay ladder, in milliseconds. Longer delays are served in steps.
+DELAY_CLASSES_MS = (100, 250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000,
+                    300_000, 900_000, 3_600_000)
+_DUE = "x-asya-due"
+_PRIOR = "x-asya-receives"
+_MGMT_RETRY = 60.0
+_FOREIGN = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+def delay_class(remaining_ms: float) -> int | None:
+    """The largest class that fits ``remaining_ms``; None when it is due now."""
+    if remaining_ms < DELAY_CLASSES_MS[0] / 2:
+        return None
+    fitting = [c for c in DELAY_CLASSES_MS if c <= remaining_ms]
+    return fitting[-1] if fitting else DELAY_CLASSES_MS[0]
+
+
+@dataclass
+class _Consumer:
+    """One consumed queue: its channel and the messages the broker pushed to it."""
+
+    channel: AbstractChannel
+    buffer: asyncio.Queue[AbstractIncomingMessage] = field(default_factory=asyncio.Queue)
+    holding: set[int] = field(default_factory=set)
+
+
+class RabbitMQTransport:
+    """Queues on a RabbitMQ broker, named ``PREFIX-MESH-ACTOR``."""
+
+    name = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        mesh: str,
+        prefix: str = "asya",
+        management_url: str | None = None,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        delivery_limit: int = 20,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.mesh = mesh
+        self.prefix = prefix
+        self.management_url = management_url or None
+        self.max_message_bytes = max_message_bytes
+        self.delivery_limit = delivery_limit
+        self._timeout = connect_timeout
+        self._conn: AbstractRobustConnection | None = None
+        self._pub: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._consumers: dict[str, _Consumer] = {}
+        self._delay_exchanges: dict[int, AbstractExchange] = {}
+        self._mgmt_down_until = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: RabbitMQSettings, *, mesh: str) -> RabbitMQTransport:
+        return cls(settings.url, mesh=mesh, prefix=settings.queue_prefix,
+                   management_url=settings.management_url,
+                   max_message_bytes=settings.max_message_bytes,
+                   delivery_limit=settings.delivery_limit)
+
+    def queue_name(self, actor: str) -> str:
+        return f"{self.prefix}-{self.mesh}-{actor}"
+
+    def _delay_name(self, class_ms: int) -> str:
+        return f"{self.prefix}-{self.mesh}--delay-{class_ms}"
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _channel(self) -> AbstractChannel:
+        """The publishing channel (publisher confirms on), connecting on first use."""
+        async with self._lock:
+            if self._conn is None:
+                try:
+                    self._conn = await aio_pika.connect_robust(self.url, timeout=self._timeout)
+                except _FOREIGN as exc:
+                    raise TransportUnavailable(
+                        f"cannot connect to RabbitMQ at {_redact(self.url)}: {exc}"
+                    ) from exc
+            if self._pub is None:
+                self._pub = await self._open_channel()
+            return self._pub
+
+    async def _open_channel(self) -> AbstractChannel:
+        assert self._conn is not None
+        try:
+            return await self._conn.channel(publisher_confirms=True, on_return_raises=True)
+        except _FOREIGN as exc:
+            raise TransportUnavailable(f"cannot open a RabbitMQ channel: {exc}") from exc
+
+    def _work_args(self, actor: str) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue_name(actor) + "-dlq",
+        }
+
+    # -- protocol -----------------------------------------------------------------------
+
+    async def ensure_queues(self, queues: list[str]) -> None:
+        channel = await self._channel()
+        try:
+            for actor in queues:
+                await channel.declare_queue(self.queue_name(actor) + "-dlq", durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+                await channel.declare_queue(self.queue_name(actor), durable=True,
+                                            arguments=self._work_args(actor))
+        except _FOREIGN as exc:
+            raise TransportError(f"declaring queues {queues} failed: {exc}") from exc
+
+    async def _delay_exchange(self, class_ms: int) -> AbstractExchange:
+        if class_ms not in self._delay_exchanges:
+            channel = await self._channel()
+            name = self._delay_name(class_ms)
+            exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT,
+                                                      durable=True)
+            queue = await channel.declare_queue(name, durable=True, arguments={
+                "x-message-ttl": class_ms, "x-dead-letter-exchange": ""})
+            await queue.bind(exchange)
+            self._delay_exchanges[class_ms] = exchange
+        return self._delay_exchanges[class_ms]
+
+    async def send(self, messages: list[Outgoing]) -> None:
+        for msg in messages:
+            self._check_size(msg.queue, msg.body)
+        now_ms = time.time() * 1000
+        await self._publish_all([
+            (self.queue_name(m.queue), m.body,
+             {_DUE: int(now_ms + m.delay * 1000)} if m.delay > 0 else {})
+            for m in messages
+        ])
+
+    def _check_size(self, queue: str, body: bytes) -> None:
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"message for {queue!r} is {len(body)} bytes, over the RabbitMQ transport's "
+                f"limit of {self.max_message_bytes} (max_message_bytes)"
+            )
+
+    async def _publish_all(self, items: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+        """Publish ``(routing_key, body, headers)`` items; return once all are confirmed."""
+        if not items:
+            return
+        try:
+            await asyncio.gather(*(self._publish(key, body, headers)
+                                   for key, body, headers in items))
+        except DeliveryError as exc:
+            raise TransportError(f"RabbitMQ refused a message (no such queue?): {exc}") \
+                from exc
+        except _FOREIGN as exc:
+            raise TransportUnavailable(f"publishing to RabbitMQ failed: {exc}") from exc
+
+    async def _publish(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
+        message = aio_pika.Message(body, headers=headers or None,
+                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        due = headers.get(_DUE)
+        step = None if due is None else delay_class(due - time.time() * 1000)
+        if step is None:
+            channel = await self._channel()
+            await channel.default_exchange.publish(message, routing_key=key, mandatory=True)
+        else:
+            exchange = await self._delay_exchange(step)
+            await exchange.publish(message, routing_key=key, mandatory=True)
+
+    async def _consumer(self, queue: str, prefetch: int) -> _Consumer:
+        if queue not in self._consumers:
+            await self._channel()
+            channel = await self._open_channel()
+            consumer = _Consumer(channel)
+            try:
+                await channel.set_qos(prefetch_count=max(prefetch, 1))
+                amqp_queue = await channel.declare_queue(self.queue_name(queue), passive=True)
+                await amqp_queue.consume(consumer.buffer.put, no_ack=False)
+            except _FOREIGN as exc:
+                raise TransportError(f"cannot consume {self.queue_name(queue)!r}: {exc}") \
+                    from exc
+            self._consumers[queue] = consumer
+        return self._consumers[queue]
+
+    async def receive(
+        self, queue: str, *, max_messages: int, wait: float, visibility: float
+    ) -> list[Delivery]:
+        consumer = await self._consumer(queue, max_messages)
+        deadline = time.monotonic() + wait
+        got: list[Delivery] = []
+        while not got:
+            left = deadline - time.monotonic()
+            try:
+                first = await asyncio.wait_for(consumer.buffer.get(), max(left, 0.001))
+            except TimeoutError:
+                return got
+            batch = [first]
+            while len(batch) < max_messages and not consumer.buffer.empty():
+                batch.append(consumer.buffer.get_nowait())
+            for message in batch:
+                delivery = await self._admit(queue, consumer, message)
+                if delivery is not None:
+                    got.append(delivery)
+        return got
+
+    async def _admit(self, queue: str, consumer: _Consumer,
+                     message: AbstractIncomingMessage) -> Delivery | None:
+        """A delivery for the runtime, or None for a stale or not-yet-due message."""
+        if message.channel.is_closed:
+            return None  # from a channel lost before a reconnect: the broker requeued it
+        headers = dict(message.headers or {})
+        due = headers.get(_DUE)
+        if isinstance(due, int) and delay_class(due - time.time() * 1000) is not None:
+            await self._repark(message, headers)
+            return None
+        consumer.holding.add(id(message))
+        count = 1 + _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
+        if message.redelivered and "x-delivery-count" not in headers:
+            count += 1
+        return Delivery(queue, message.body, message, count)
+
+    async def _repark(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> None:
+        assert message.routing_key is not None
+        prior = _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
+        headers = {**_own_headers(headers), _PRIOR: prior}
+        try:
+            await self._publish_all([(message.routing_key, message.body, headers)])
+            await message.ack()
+        except (TransportError, *_FOREIGN):
+            return  # not acked: it comes back and is re-parked then
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self._settle(delivery, lambda m: m.ack())
+
+    async def _settle(self, delivery: Delivery, how: Any) -> None:
+        message: AbstractIncomingMessage = delivery.token
+        consumer = self._consumers.get(delivery.queue)
+        if consumer is not None:
+            consumer.holding.discard(id(message))
+        try:
+            await how(message)
+        except (ChannelInvalidStateError, *_FOREIGN) as exc:
+            raise TransportError(
+                f"cannot settle a message of {delivery.queue!r} (its channel closed; the "
+                f"broker will redeliver it): {exc}"
+            ) from exc
+
+    async def publish_and_ack(self, messages: list[Outgoing], delivery: Delivery) -> None:
+        await self.send(messages)
+        await self.ack(delivery)
+
+    async def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        if delay <= 0:
+            await self._settle(delivery, lambda m: m.nack(requeue=True))
+            return
+        message: AbstractIncomingMessage = delivery.token
+        headers = {**_own_headers(dict(message.headers or {})),
+                   _DUE: int((time.time() + delay) * 1000), _PRIOR: delivery.delivery_count}
+        await self._publish_all([(self.queue_name(delivery.queue), delivery.body, headers)])
+        await self.ack(delivery)
+
+    async def extend(self, delivery: Delivery, *, visibility: float) -> None:
+        """Nothing to do: a RabbitMQ lease lasts as long as the consumer's channel."""
+
+    async def stats(self, queue: str) -> QueueStats:
+        name = self.queue_name(queue)
+        await self._channel()
+        assert self._conn is not None
+        try:
+            channel = await self._conn.channel()
+            try:
+                declared = await channel.declare_queue(name, passive=True)
+            finally:
+                await channel.close()
+        except _FOREIGN as exc:
+            raise TransportError(f"cannot read the depth of {name!r}: {exc}") from exc
+        result = declared.declaration_result
+        unacked = await self._management_unacked(name)
+        if unacked is None:
+            consumer = self._consumers.get(queue)
+            unacked = len(consumer.holding) if consumer else 0
+        return QueueStats(depth=int(result.message_count or 0), in_flight=unacked)
+
+    async def _management_unacked(self, name: str) -> int | None:
+        """Unacked count from the management API, or None where it does not answer."""
+        if self.management_url is None or time.monotonic() < self._mgmt_down_until:
+            return None
+        parsed = urllib.parse.urlparse(self.url)
+        vhost = urllib.parse.unquote(parsed.path[1:]) if len(parsed.path) > 1 else "/"
+        url = (f"{self.management_url.rstrip('/')}/api/queues/"
+               f"{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(name, safe='')}")
+        auth = base64.b64encode(
+            f"{urllib.parse.unquote(parsed.username or 'guest')}:"
+            f"{urllib.parse.unquote(parsed.password or 'guest')}".encode()).decode()
+
+        def fetch() -> int:
+            request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return int(json.load(response).get("messages_unacknowledged", 0))
+
+        try:
+            return await asyncio.to_thread(fetch)
+        except (OSError, ValueError):
+            self._mgmt_down_until = time.monotonic() + _MGMT_RETRY
+            return None
+
+    async def close(self) -> None:
+        conn, self._conn, self._pub = self._conn, None, None
+        self._consumers.clear()
+        self._delay_exchanges.clear()
+        if conn is not None:
+            try:
+                await conn.close()
+            except _FOREIGN:
+                pass
+
+    async def delete_queues(self, actors: list[str]) -> None:
+        """Delete the work, dead-letter and delay queues of ``actors`` (tests, teardown)."""
+        channel = await self._channel()
+        try:
+            for actor in actors:
+                await channel.queue_delete(self.queue_name(actor))
+                await channel.queue_delete(self.queue_name(actor) + "-dlq")
+            for class_ms in DELAY_CLASSES_MS:
+                await channel.queue_delete(self._delay_name(class_ms))
+                await channel.exchange_delete(self._delay_name(class_ms))
+        except _FOREIGN as exc:
+            raise TransportError(f"deleting queues failed: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"RabbitMQTransport({_redact(self.url)!r}, mesh={self.mesh!r})"
+
+
+def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """Headers to carry into a re-published copy: the broker's dead-letter history
+    (``x-death`` and friends) would grow with every step, so it is left behind."""
+    return {k: v for k, v in headers.items()
+            if not k.startswith(("x-death", "x-first-death", "x-last-death",
+                                 "x-delivery-count"))}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _redact(url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
