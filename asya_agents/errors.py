@@ -14,6 +14,8 @@ enter the project, with ``raise ... from exc``, so that callers catch one tree::
     │   ├── TransportUnavailable    the broker or the state file cannot be reached
     │   └── MessageTooLarge         the encoded envelope exceeds the transport's limit
     ├── StoreError                  the results or review store failed
+    ├── BlobError                   large data at a ``file://`` or ``s3://`` URL failed
+    │   └── BlobNotFound            nothing is stored at that URL
     └── ActorTimeout                a handler ran past ``resiliency.actorTimeout``
 """
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 __all__ = [
     "ActorTimeout",
     "AsyaError",
+    "BlobError",
+    "BlobNotFound",
     "ConfigError",
     "EnvelopeError",
     "HandlerError",
@@ -83,6 +87,18 @@ class MessageTooLarge(TransportError):
 
 class StoreError(AsyaError):
     """The results or review store failed."""
+
+
+class BlobError(AsyaError):
+    """Reading or writing large data by URL failed; the message names the URL."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(f"{url}: {message}" if url else message)
+
+
+class BlobNotFound(BlobError):
+    """No file or object exists at the URL (or its bucket does not exist)."""
 
 
 class ActorTimeout(AsyaError):

@@ -12,7 +12,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MeshSettings", "RabbitMQSettings", "SQSSettings", "Settings", "StoreSettings"]
+__all__ = [
+    "BlobSettings",
+    "MeshSettings",
+    "RabbitMQSettings",
+    "SQSSettings",
+    "Settings",
+    "StoreSettings",
+]
 
 
 class MeshSettings(BaseSettings):
@@ -63,6 +70,17 @@ class SQSSettings(BaseSettings):
     )
 
 
+class BlobSettings(BaseSettings):
+    """Where ``s3://`` URLs of large data (images) are read and written."""
+
+    model_config = SettingsConfigDict(env_prefix="ASYA_S3_", extra="ignore")
+
+    endpoint_url: str | None = Field(default=None, description="None for AWS; moto/MinIO URL")
+    region: str = Field(default="us-east-1", description="AWS region")
+    access_key_id: str | None = Field(default=None, description="None: the default chain")
+    secret_access_key: str | None = Field(default=None, description="None: the default chain")
+
+
 class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASYA_STORE_", extra="ignore")
 
@@ -81,3 +99,4 @@ class Settings(BaseSettings):
     rabbitmq: RabbitMQSettings = Field(default_factory=RabbitMQSettings)
     sqs: SQSSettings = Field(default_factory=SQSSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    s3: BlobSettings = Field(default_factory=BlobSettings)

@@ -1,0 +1,278 @@
+"""Large data by URL: the one way actors read and write images.
+
+Envelopes carry URLs, never pixels (see DESIGN.md), so every actor that touches an image
+needs the same four operations on the same two kinds of location: a local file
+(``file:///abs/path``, ``file://localhost/abs/path`` or a plain path) and an object in a
+bucket (``s3://bucket/key``). Keeping them in one small module means ``enhance``,
+``upload`` and ``asya demo`` agree on what a URL means and on how failures read::
+
+    from asya_agents import blob
+
+    data = blob.read_bytes("s3://photos/cat.jpg")
+    out = blob.sibling_url("s3://photos/cat.jpg", ".enhanced.png")  # s3://photos/cat.enhanced.png
+    blob.write_bytes(out, png_bytes)
+    blob.copy(out, "file:///srv/accepted/cat.png")
+
+S3 goes through botocore (installed with the ``sqs`` extra); the endpoint, region and
+credentials come from :class:`~asya_agents.settings.BlobSettings` (``ASYA_S3_*``), so the
+same code talks to AWS, MinIO or moto. A :class:`BlobStore` keeps one S3 client; the
+module-level functions build a store per call, which is fine for a handful of calls and
+is what a long-lived actor should avoid by holding its own store.
+
+Every failure is a :class:`~asya_agents.errors.BlobError` that names the URL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from asya_agents.errors import BlobError, BlobNotFound
+from asya_agents.settings import BlobSettings
+
+__all__ = [
+    "S3_HINT",
+    "BlobStore",
+    "Location",
+    "copy",
+    "exists",
+    "join_url",
+    "parse_url",
+    "read_bytes",
+    "sibling_url",
+    "write_bytes",
+]
+
+S3_HINT = "s3:// URLs need botocore: pip install 'asya-agents[sqs]'"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed URL: ``scheme`` is ``file`` or ``s3``; ``path`` is the local path (file)
+    or the key (s3); ``bucket`` is set for s3 only."""
+
+    scheme: str
+    path: str
+    bucket: str = ""
+
+
+def parse_url(url: str) -> Location:
+    """Split ``url`` into a :class:`Location`; a plain path is a local file."""
+    if not url:
+        raise BlobError("empty URL", url=url)
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        key = parts.path.lstrip("/")
+        if not parts.netloc or not key:
+            raise BlobError("an s3 URL needs a bucket and a key: s3://bucket/key", url=url)
+        return Location("s3", key, parts.netloc)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise BlobError(f"file URL on another host {parts.netloc!r}", url=url)
+        return Location("file", unquote(parts.path))
+    if parts.scheme and len(parts.scheme) > 1:  # one letter: a Windows drive, a path
+        raise BlobError(f"unsupported scheme {parts.scheme!r} (use file:// or s3://)", url=url)
+    return Location("file", url)
+
+
+def sibling_url(url: str, suffix: str) -> str:
+    """The URL of a file beside ``url``, its stem extended by ``suffix``.
+
+    If ``suffix`` carries an extension of its own (a dot after its first character, as in
+    ``.enhanced.png`` or ``_v2.webp``) that extension replaces the original one; otherwise
+    (``.enhanced``) the original extension is kept::
+
+        sibling_url("file:///x/cat.jpg", ".enhanced.png") == "file:///x/cat.enhanced.png"
+        sibling_url("file:///x/cat.jpg", ".enhanced")     == "file:///x/cat.enhanced.jpg"
+        sibling_url("s3://b/in/cat.jpg", "_v2.webp")      == "s3://b/in/cat_v2.webp"
+        sibling_url("/x/cat.jpg", ".enhanced.png")        == "/x/cat.enhanced.png"
+    """
+    loc = parse_url(url)
+    old = PurePosixPath(loc.path)
+    new_ext = PurePosixPath(suffix).suffix if suffix else ""  # ".enhanced" has none
+    name = f"{old.stem}{suffix}" if new_ext else f"{old.stem}{suffix}{old.suffix}"
+    return _with_path(url, loc, str(old.with_name(name)))
+
+
+def join_url(base: str, name: str) -> str:
+    """``name`` inside the folder or prefix ``base``::
+
+        join_url("s3://bucket", "a.png") == "s3://bucket/a.png"
+        join_url("s3://bucket/out/", "a.png") == "s3://bucket/out/a.png"
+        join_url("file:///srv/out", "a.png") == "file:///srv/out/a.png"
+    """
+    if base.startswith("s3://"):
+        bucket, _, prefix = base[len("s3://"):].partition("/")
+        if not bucket:
+            raise BlobError("an s3 URL needs a bucket: s3://bucket/prefix", url=base)
+        prefix = prefix.strip("/")
+        return f"s3://{bucket}/{prefix}/{name}" if prefix else f"s3://{bucket}/{name}"
+    loc = parse_url(base)
+    return _with_path(base, loc, str(PurePosixPath(loc.path) / name))
+
+
+def _with_path(url: str, loc: Location, path: str) -> str:
+    if loc.scheme == "s3":
+        return f"s3://{loc.bucket}/{path.lstrip('/')}"
+    if url.startswith("file:"):
+        return "file://" + quote(path)
+    return path
+
+
+class BlobStore:
+    """Reads and writes by URL; holds one S3 client, created on first use."""
+
+    def __init__(self, settings: BlobSettings | None = None) -> None:
+        self.settings = settings or BlobSettings()
+        self._s3: Any = None
+
+    # -- public operations --------------------------------------------------------------
+
+    def read_bytes(self, url: str) -> bytes:
+        loc = parse_url(url)
+        if loc.scheme == "s3":
+            reply = self._s3_call(url, "get_object", Bucket=loc.bucket, Key=loc.path)
+            body: bytes = reply["Body"].read()
+            return body
+        try:
+            return Path(loc.path).read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound("no such file", url=url) from exc
+        except OSError as exc:
+            raise BlobError(f"cannot read: {exc}", url=url) from exc
+
+    def write_bytes(self, url: str, data: bytes) -> None:
+        """Write ``data``; local writes are atomic (a temp file renamed into place)."""
+        loc = parse_url(url)
+        if loc.scheme == "s3":
+            self._s3_call(url, "put_object", Bucket=loc.bucket, Key=loc.path, Body=data)
+            return
+        try:
+            _atomic_write(Path(loc.path), data)
+        except OSError as exc:
+            raise BlobError(f"cannot write: {exc}", url=url) from exc
+
+    def copy(self, src_url: str, dst_url: str) -> None:
+        """Copy ``src_url`` to ``dst_url``, server-side when both are in S3."""
+        src, dst = parse_url(src_url), parse_url(dst_url)
+        if src.scheme == dst.scheme == "s3":
+            source = {"Bucket": src.bucket, "Key": src.path}
+            self._s3_call(src_url, "copy_object", Bucket=dst.bucket, Key=dst.path,
+                          CopySource=source, dst_url=dst_url)
+            return
+        if src.scheme == dst.scheme == "file":
+            if not Path(src.path).is_file():
+                raise BlobNotFound("no such file", url=src_url)
+            self.write_bytes(dst_url, Path(src.path).read_bytes())
+            return
+        self.write_bytes(dst_url, self.read_bytes(src_url))
+
+    def exists(self, url: str) -> bool:
+        loc = parse_url(url)
+        if loc.scheme == "file":
+            return Path(loc.path).is_file()
+        try:
+            self._s3_call(url, "head_object", Bucket=loc.bucket, Key=loc.path)
+        except BlobNotFound:
+            return False
+        return True
+
+    # -- S3 ------------------------------------------------------------------------
+
+    def _client(self, url: str) -> Any:
+        if self._s3 is None:
+            try:
+                from botocore.config import Config
+                from botocore.session import get_session
+            except ImportError as exc:
+                raise BlobError(f"{S3_HINT} ({exc})", url=url) from exc
+            s = self.settings
+            self._s3 = get_session().create_client(
+                "s3",
+                region_name=s.region,
+                endpoint_url=s.endpoint_url,
+                aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=s.secret_access_key,
+                config=Config(s3={"addressing_style": "path"} if s.endpoint_url else {}),
+            )
+        return self._s3
+
+    def _s3_call(self, url: str, op: str, *, dst_url: str | None = None, **kwargs: Any) -> Any:
+        client = self._client(url)
+        try:
+            return getattr(client, op)(**kwargs)
+        except Exception as exc:
+            raise _translate(exc, url, op, dst_url) from exc
+
+    def close(self) -> None:
+        if self._s3 is not None:
+            self._s3.close()
+            self._s3 = None
+
+
+_MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+
+
+def _translate(exc: Exception, url: str, op: str, dst_url: str | None) -> BlobError:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    where = f" to {dst_url}" if dst_url else ""
+    if code in _MISSING:
+        what = "no such bucket" if code == "NoSuchBucket" else "no such object"
+        return BlobNotFound(f"{what} ({op}{where})", url=url)
+    detail = f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+    return BlobError(f"S3 {op}{where} failed: {detail}", url=url)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- one-shot helpers ------------------------------------------------------------------
+
+
+def read_bytes(url: str, *, settings: BlobSettings | None = None) -> bytes:
+    """The bytes at ``url``; :class:`BlobError` naming the URL if absent or unreadable."""
+    store = BlobStore(settings)
+    try:
+        return store.read_bytes(url)
+    finally:
+        store.close()
+
+
+def write_bytes(url: str, data: bytes, *, settings: BlobSettings | None = None) -> None:
+    """Write ``data`` at ``url``, creating local parent folders."""
+    store = BlobStore(settings)
+    try:
+        store.write_bytes(url, data)
+    finally:
+        store.close()
+
+
+def copy(src_url: str, dst_url: str, *, settings: BlobSettings | None = None) -> None:
+    """Copy between any two supported URLs."""
+    store = BlobStore(settings)
+    try:
+        store.copy(src_url, dst_url)
+    finally:
+        store.close()
+
+
+def exists(url: str, *, settings: BlobSettings | None = None) -> bool:
+    store = BlobStore(settings)
+    try:
+        return store.exists(url)
+    finally:
+        store.close()
+

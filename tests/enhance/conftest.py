@@ -1,0 +1,69 @@
+"""Fixtures for the enhance actor and the blob module: a real moto S3 server on a free
+port of 127.0.0.1, and a tiny random-weight SDXL img2img pipeline saved to disk once per
+session (see ``tiny_sdxl.py``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asya_agents.settings import BlobSettings
+from tests.conftest import port_open
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A moto server (S3 emulator) of our own, stopped at the end of the session."""
+    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    if not Path(exe).exists():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port, timeout=0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start on port {port}")
+            time.sleep(0.05)  # waiting for a process to listen, not for time to pass
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def s3_settings(moto_url: str) -> BlobSettings:
+    return BlobSettings(endpoint_url=moto_url, region="us-east-1",
+                        access_key_id="testing", secret_access_key="testing")
+
+
+@pytest.fixture
+def bucket(s3_settings: BlobSettings) -> str:
+    """A fresh bucket on the moto server."""
+    from botocore.session import get_session
+
+    name = f"asya-test-{time.monotonic_ns()}"
+    client = get_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=s3_settings.endpoint_url,
+        aws_access_key_id="testing", aws_secret_access_key="testing")
+    try:
+        client.create_bucket(Bucket=name)
+    finally:
+        client.close()
+    return name
