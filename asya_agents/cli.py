@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 import time
@@ -86,11 +85,12 @@ def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
     Each actor runs in its own processes, scaled 0..N from its queue depth with KEDA's
     semantics (the manifest's spec.scaling). Stopping drains in-flight work first.
     """
+    from asya_agents.observe.logs import configure_logging
     from asya_agents.supervisor import Supervisor
 
     ctx = _Context(mesh, transport, state_dir)
-    logging.basicConfig(level=ctx.settings.mesh.log_level,
-                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+    configure_logging(actor="supervisor", fmt=ctx.settings.mesh.log_format,
+                      level=ctx.settings.mesh.log_level)
 
     async def run() -> None:
         tr = ctx.transport()
@@ -99,8 +99,9 @@ def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await Supervisor(ctx.loaded, tr, transport_kind=ctx.kind,
-                             state_dir=ctx.state_dir).run(stop)
+            await Supervisor(ctx.loaded, tr, transport_kind=ctx.kind, state_dir=ctx.state_dir,
+                             metrics_port=ctx.settings.mesh.metrics_port,
+                             metrics_host=ctx.settings.mesh.metrics_host).run(stop)
         finally:
             await tr.close()
 

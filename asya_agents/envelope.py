@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from asya_agents.errors import EnvelopeError, HistoryAlteredError
+from asya_agents.observe.tracecontext import ensure_traceparent
 
 __all__ = [
     "ERROR_END",
@@ -144,7 +145,8 @@ class Envelope(_Model):
         headers: dict[str, Any] | None = None,
         now: float | None = None,
     ) -> Envelope:
-        """A new root envelope that starts at ``route[0]``."""
+        """A new root envelope that starts at ``route[0]``; it starts a new trace (a W3C
+        ``traceparent`` header) unless ``headers`` already carry one."""
         if not route:
             raise EnvelopeError("a route needs at least one actor")
         env_id = id or new_id()
@@ -152,7 +154,7 @@ class Envelope(_Model):
         return cls(
             id=env_id,
             route=Route(curr=route[0], next=list(route[1:])),
-            headers=dict(headers or {}),
+            headers=ensure_traceparent(dict(headers or {})),
             payload=payload,
             meta=meta,
         )

@@ -21,6 +21,8 @@ from asya_agents.crew import crew_terminal
 from asya_agents.envelope import ERROR_END, HAPPY_END, MAX_ENVELOPE_BYTES
 from asya_agents.handlers import load_handler
 from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.observe.logs import configure_logging
+from asya_agents.observe.wiring import instrument
 from asya_agents.resiliency.build import failure_policy
 from asya_agents.review import PARK_HANDLER, build_review_runtime
 from asya_agents.runtime import Runtime, RuntimeConfig
@@ -88,6 +90,7 @@ async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
     transport = open_transport(transport_kind, settings=settings, state_dir=state_dir,
                                mesh=loaded.name)
     runtime = build_runtime(loaded, actor, transport, settings=settings, state_dir=state_dir)
+    observed = instrument(runtime, settings=settings.mesh, state_dir=state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,6 +99,7 @@ async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
         await runtime.run(stop)
     finally:
         await transport.close()
+        observed.close()
     return EXIT_RESTART if runtime.restart_needed else 0
 
 
@@ -107,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.mesh.log_level,
-                        format=f"%(asctime)s {args.actor}[%(process)d] %(levelname)s %(message)s")
+    configure_logging(actor=args.actor, fmt=settings.mesh.log_format,
+                      level=settings.mesh.log_level)
     code = asyncio.run(serve(args.mesh, args.actor, transport_kind=args.transport,
                              state_dir=args.state_dir, settings=settings))
     if code == EXIT_RESTART:

@@ -39,6 +39,8 @@ from asya_agents.errors import (
     UnknownActorError,
 )
 from asya_agents.handlers import Handler, Result
+from asya_agents.observe.spans import HopSpan, HopTracer
+from asya_agents.observe.tracecontext import TRACEPARENT
 from asya_agents.resiliency.decide import Decision, FailurePolicy, NoRetries
 from asya_agents.transports.base import Delivery, Outgoing, Transport
 
@@ -96,6 +98,7 @@ class RuntimeConfig:
     failure: FailurePolicy = field(default_factory=NoRetries)
     admission: Admission = field(default_factory=Admission)
     observer: Observer = field(default_factory=Observer)
+    tracer: HopTracer = field(default_factory=HopTracer)
 
 
 @dataclass
@@ -103,6 +106,7 @@ class _Job:
     delivery: Delivery
     envelope: Envelope
     started: float
+    span: HopSpan
 
 
 class Runtime:
@@ -125,6 +129,11 @@ class Runtime:
         self.restart_needed = False
         self._inflight: dict[int, tuple[Delivery, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages this replica holds now (read by the metrics)."""
+        return len(self._inflight)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -220,13 +229,18 @@ class Runtime:
         envelope.meta.delivery_count = delivery.delivery_count
         return envelope
 
+    def _job(self, delivery: Delivery, envelope: Envelope) -> _Job:
+        span = self.cfg.tracer.start(self.cfg.actor, envelope.headers, envelope_id=envelope.id,
+                                     attempt=envelope.meta.attempt)
+        return _Job(delivery, envelope, self.cfg.clock(), span)
+
     async def _process(self, delivery: Delivery) -> None:
         envelope = self._decode(delivery)
         if envelope is None:
             await self._poison(delivery)
             return
         self.cfg.observer.received(self.cfg.actor, envelope)
-        job = _Job(delivery, envelope, self.cfg.clock())
+        job = self._job(delivery, envelope)
         self._inflight[id(delivery)] = (delivery, time.monotonic())
         try:
             if self.terminal is not None:
@@ -243,6 +257,7 @@ class Runtime:
             await self._publish(outgoing, job)
         finally:
             self._inflight.pop(id(delivery), None)
+            job.span.end()
 
     async def _process_batch(self, deliveries: list[Delivery]) -> None:
         jobs: list[_Job] = []
@@ -255,9 +270,9 @@ class Runtime:
             try:
                 self._check_addressed(envelope)
             except EnvelopeError as exc:
-                await self._fail(_Job(delivery, envelope, self.cfg.clock()), exc)
+                await self._fail(self._job(delivery, envelope), exc)
                 continue
-            jobs.append(_Job(delivery, envelope, self.cfg.clock()))
+            jobs.append(self._job(delivery, envelope))
         if not jobs:
             return
         self.cfg.observer.batch(self.cfg.actor, len(jobs))
@@ -287,6 +302,7 @@ class Runtime:
         finally:
             for job in jobs:
                 self._inflight.pop(id(job.delivery), None)
+                job.span.end()
 
     def _check_addressed(self, envelope: Envelope) -> None:
         if envelope.route.curr != self.cfg.actor:
@@ -327,6 +343,7 @@ class Runtime:
         for child in children:
             moved = child.advanced()
             moved.meta.hops = [*moved.meta.hops, hop]
+            moved.headers = {**moved.headers, TRACEPARENT: job.span.traceparent}
             if moved.route.curr not in self.cfg.actors:
                 raise UnknownActorError(
                     f"route names unknown actor {moved.route.curr!r} "
@@ -418,7 +435,9 @@ class Runtime:
             target, delay = self.cfg.actor, decision.delay
         else:
             target, delay = decision.target, 0.0
-        failed = envelope.model_copy(update={"meta": meta})
+        headers = {**envelope.headers, TRACEPARENT: job.span.traceparent}
+        failed = envelope.model_copy(update={"meta": meta, "headers": headers})
+        job.span.end(exc)
         self.cfg.observer.failed(self.cfg.actor, envelope, exc, decision,
                                  self.cfg.clock() - job.started)
         body = failed.encode()

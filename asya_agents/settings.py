@@ -36,7 +36,15 @@ class MeshSettings(BaseSettings):
     log_format: str = Field(default="auto", description="json, text or auto (text on a tty)")
     log_level: str = Field(default="INFO", description="logging level of replicas")
     metrics_port: int = Field(
-        default=0, description="first port for replicas' /metrics; 0 picks free ports"
+        default=0,
+        description="first port for replicas' /metrics; 0 picks free ports, -1 serves none",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address /metrics listens on (0.0.0.0 in a pod)"
+    )
+    trace_export: str = Field(
+        default="none",
+        description="where replicas send OpenTelemetry spans: none, console or otlp",
     )
 
 

@@ -28,6 +28,7 @@ from asya_agents.autoscaler import Autoscaler, ScaleDecision
 from asya_agents.crew import CREW_SCALING
 from asya_agents.envelope import ERROR_END, HAPPY_END
 from asya_agents.manifest import LoadedMesh, ScalingSpec
+from asya_agents.observe.wiring import announced
 from asya_agents.replica import EXIT_RESTART
 from asya_agents.transports import Transport
 
@@ -58,6 +59,8 @@ class _Actor:
     restarts: int = 0
     depth: int = 0
     in_flight: int = 0
+    scale_ups: int = 0
+    scale_downs: int = 0
 
 
 class Supervisor:
@@ -69,12 +72,16 @@ class Supervisor:
         transport_kind: str,
         state_dir: Path,
         env: dict[str, str] | None = None,
+        metrics_port: int = -1,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.loaded = loaded
         self.transport = transport
         self.kind = transport_kind
         self.state_dir = state_dir
         self.env = env
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        self.metrics_url: str | None = None
         self.actors: dict[str, _Actor] = {}
         for name, actor in loaded.actors.items():
             spec = actor.spec
@@ -87,6 +94,7 @@ class Supervisor:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.transport.ensure_queues(sorted(self.actors))
+        metrics = self._serve_metrics()
         log.info("mesh %s up on %s: %s", self.loaded.name, self.kind, ", ".join(self.actors))
         try:
             while not stop.is_set():
@@ -99,6 +107,25 @@ class Supervisor:
                     await asyncio.wait_for(stop.wait(), _TICK)
         finally:
             await self.shutdown()
+            if metrics is not None:
+                metrics.close()
+
+    def _serve_metrics(self) -> Any:
+        """The autoscaler's decisions on ``/metrics`` (see observe/metrics.py)."""
+        if self.metrics_port < 0:
+            return None
+        from asya_agents.errors import ConfigError
+        from asya_agents.observe.metrics import serve_supervisor_metrics
+
+        try:
+            server = serve_supervisor_metrics(self.status, host=self.metrics_host,
+                                              port=self.metrics_port)
+        except ConfigError as exc:
+            log.warning("no /metrics for the supervisor: %s", exc)
+            return None
+        self.metrics_url = server.url
+        log.info("autoscaler metrics at %s", server.url)
+        return server
 
     async def _poll(self, actor: _Actor, now: float) -> None:
         self._reap(actor)
@@ -115,6 +142,8 @@ class Supervisor:
         if actor.last is None or decision.replicas != actor.desired:
             log.info("scale %s: %d -> %d (%s)", actor.name, actor.desired,
                      decision.replicas, decision.reason)
+            actor.scale_ups += decision.replicas > actor.desired
+            actor.scale_downs += decision.replicas < actor.desired
         actor.desired, actor.last = decision.replicas, decision
 
     def _alive(self, actor: _Actor) -> list[_Replica]:
@@ -188,6 +217,7 @@ class Supervisor:
             "transport": self.kind,
             "supervisor_pid": os.getpid(),
             "updated": time.time(),
+            "metrics": self.metrics_url,
             "actors": {
                 a.name: {
                     "replicas": len(self._alive(a)),
@@ -197,10 +227,18 @@ class Supervisor:
                     "depth": a.depth,
                     "in_flight": a.in_flight,
                     "reason": a.last.reason if a.last else None,
+                    "active": bool(a.last and a.last.active),
+                    "scale_ups": a.scale_ups,
+                    "scale_downs": a.scale_downs,
+                    "metrics": self._metrics_urls(a),
                 }
                 for a in self.actors.values()
             },
         }
+
+    def _metrics_urls(self, actor: _Actor) -> list[str]:
+        urls = (announced(self.state_dir, r.proc.pid) for r in self._alive(actor))
+        return [u for u in urls if u]
 
     def _write_status(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
