@@ -88,6 +88,11 @@ class ActorSpec(_Spec):
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     maxMessageBytes: int | None = Field(default=None, ge=1024)
+    envFromSecrets: list[str] = Field(
+        default_factory=list,
+        description="Kubernetes only: Secrets whose keys become environment variables "
+        "(API keys, credentials); never write a credential into env",
+    )
 
     @field_validator("handler")
     @classmethod

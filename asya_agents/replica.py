@@ -84,8 +84,23 @@ def build_runtime(
     return Runtime(cfg, transport=transport, handler=handler)
 
 
+HEARTBEAT_EVERY = 5.0
+
+
+async def beat(path: Path, stop: asyncio.Event, *, every: float = HEARTBEAT_EVERY) -> None:
+    """Touch ``path`` every ``every`` seconds from the event loop until ``stop``. A
+    liveness probe that finds it stale knows the loop stopped turning (Kubernetes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while not stop.is_set():
+        path.touch()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except TimeoutError:
+            pass
+
+
 async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
-                settings: Settings) -> int:
+                settings: Settings, heartbeat: Path | None = None) -> int:
     loaded = load_mesh(mesh)
     transport = open_transport(transport_kind, settings=settings, state_dir=state_dir,
                                mesh=loaded.name)
@@ -95,9 +110,14 @@ async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # the first beat comes once the handler (and its model) has loaded
+    beating = asyncio.create_task(beat(heartbeat, stop)) if heartbeat else None
     try:
         await runtime.run(stop)
     finally:
+        stop.set()
+        if beating is not None:
+            await beating
         await transport.close()
         observed.close()
     return EXIT_RESTART if runtime.restart_needed else 0
@@ -109,12 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("actor")
     parser.add_argument("--transport", default="embedded")
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--heartbeat-file", type=Path, default=None,
+                        help="touched every few seconds while the event loop runs")
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(actor=args.actor, fmt=settings.mesh.log_format,
                       level=settings.mesh.log_level)
     code = asyncio.run(serve(args.mesh, args.actor, transport_kind=args.transport,
-                             state_dir=args.state_dir, settings=settings))
+                             state_dir=args.state_dir, settings=settings,
+                             heartbeat=args.heartbeat_file))
     if code == EXIT_RESTART:
         # A sync handler that overran its timeout still runs on a worker thread, and
         # interpreter exit would wait for it: leave now so the supervisor replaces us.
