@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "BlobSettings",
+    "LLMSettings",
     "MeshSettings",
     "RabbitMQSettings",
     "SQSSettings",
@@ -98,6 +99,20 @@ class StoreSettings(BaseSettings):
     )
 
 
+class LLMSettings(BaseSettings):
+    """The LLM behind the ready-made judge (and ``asya demo``): set a key to use it."""
+
+    model_config = SettingsConfigDict(env_prefix="ASYA_LLM_", extra="ignore")
+
+    api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ASYA_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="provider API key; unset: the judge uses its heuristic backend",
+    )
+    model: str = Field(default="openai/gpt-4o-mini", description="any litellm model name")
+    api_base: str | None = Field(default=None, description="OpenAI-compatible endpoint URL")
+
+
 class Settings(BaseSettings):
     """All settings, grouped. ``Settings()`` reads the environment."""
 
@@ -107,4 +122,5 @@ class Settings(BaseSettings):
     rabbitmq: RabbitMQSettings = Field(default_factory=RabbitMQSettings)
     sqs: SQSSettings = Field(default_factory=SQSSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     s3: BlobSettings = Field(default_factory=BlobSettings)
