@@ -346,7 +346,8 @@ class RabbitMQTransport:
         unacked = await self._management_unacked(name)
         if unacked is None:
             consumer = self._consumers.get(queue)
-            unacked = len(consumer.holding) if consumer else 0
+            # Prefetched but not yet taken is unacked at the broker too.
+            unacked = len(consumer.holding) + consumer.buffer.qsize() if consumer else 0
         return QueueStats(depth=int(result.message_count or 0), in_flight=unacked)
 
     async def _management_unacked(self, name: str) -> int | None:

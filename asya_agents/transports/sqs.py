@@ -184,9 +184,9 @@ class SQSTransport:
         size = len(text.encode()) + sum(len(k) + len(v) + 6 for k, v in attrs.items())
         if size > self.max_message_bytes:
             raise MessageTooLarge(
-                f"message for {actor!r} is {size} bytes as SQS sends it, over the SQS limit "
-                f"of {SQS_MAX_BYTES} bytes (with {_ATTRIBUTE_ROOM} kept for attributes); "
-                "pass large data by URL"
+                f"message for {actor!r} is {size} bytes as SQS sends it, over the SQS "
+                f"transport's limit of {self.max_message_bytes} (SQS takes {SQS_MAX_BYTES} "
+                f"with attributes; {_ATTRIBUTE_ROOM} are kept for those): pass large data by URL"
             )
         seconds = math.ceil(max(delay, 0.0))
         if seconds > _MAX_DELAY:

@@ -1,0 +1,146 @@
+"""Fixtures for the transport conformance suite: one harness per backend.
+
+The same tests run on ``embedded`` (a SQLite file, with an injected clock), ``rabbitmq``
+(the broker on 127.0.0.1:5672) and ``sqs`` (a moto server this session starts on a free
+port of 127.0.0.1 and stops at the end). Broker queues get a prefix unique to this test
+run and a mesh name unique to the test, and are deleted after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asya_agents.transports.base import Transport
+from asya_agents.transports.embedded import EmbeddedTransport
+from tests.conftest import require_service
+
+RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class FakeClock:
+    """Time for the embedded transport, moved by the test instead of slept through."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    """A backend under test: how to open another consumer on the same queues, how to
+    let time pass, and what the backend can report."""
+
+    kind: str
+    open: Callable[..., Awaitable[Any]]
+    clock: FakeClock | None = None
+    opened: list[Any] = field(default_factory=list)
+    #: Seconds a test may wait for a message that is due now (network, long poll).
+    patience: float = 5.0
+
+    async def transport(self, **options: Any) -> Any:
+        t = await self.open(**options)
+        self.opened.append(t)
+        return t
+
+    async def pass_time(self, seconds: float) -> None:
+        """On the embedded transport move its clock; brokers have their own, so the
+        test's next receive waits for them instead (with ``patience``)."""
+        if self.clock is not None:
+            self.clock.now += seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A moto server (the real SQS HTTP protocol) on a free local port."""
+    exe = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
+    if not Path(exe).exists():
+        require_service("moto_server (pip install 'moto[server]')", port=1)
+    port = free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _sqs_opener(url: str, mesh: str) -> Callable[..., Awaitable[Any]]:
+    async def open_(**options: Any) -> Any:
+        from asya_agents.transports.sqs import SQSTransport
+
+        return SQSTransport(mesh=mesh, prefix=RUN_PREFIX, endpoint_url=url, region="us-east-1",
+                            access_key_id="test", secret_access_key="test", **options)
+
+    return open_
+
+
+def _rabbit_opener(mesh: str) -> Callable[..., Awaitable[Any]]:
+    async def open_(**options: Any) -> Any:
+        from asya_agents.transports.rabbitmq import RabbitMQTransport
+
+        return RabbitMQTransport(RABBIT_URL, mesh=mesh, prefix=RUN_PREFIX,
+                                 management_url=None, **options)
+
+    return open_
+
+
+def _embedded_opener(path: Path, clock: FakeClock) -> Callable[..., Awaitable[Any]]:
+    async def open_(**options: Any) -> Any:
+        return EmbeddedTransport(path, clock=clock, **options)
+
+    return open_
+
+
+QUEUES = ["work", "other", "error-end"]
+
+
+@pytest.fixture(params=["embedded", "rabbitmq", "sqs"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    kind: str = request.param
+    mesh = f"m{uuid.uuid4().hex[:8]}"
+    if kind == "embedded":
+        clock = FakeClock()
+        h = Harness(kind, _embedded_opener(tmp_path / "queues.db", clock), clock=clock)
+    elif kind == "rabbitmq":
+        require_service("RabbitMQ", port=5672)
+        h = Harness(kind, _rabbit_opener(mesh))
+    else:
+        h = Harness(kind, _sqs_opener(request.getfixturevalue("moto_url"), mesh))
+    admin: Transport = await h.open()
+    await admin.ensure_queues(QUEUES)
+    try:
+        yield h
+    finally:
+        for t in h.opened:
+            await t.close()
+        if kind != "embedded":
+            await admin.delete_queues(QUEUES)  # type: ignore[attr-defined]
+        await admin.close()
