@@ -276,18 +276,16 @@ def replay(mesh: Path, transport: str | None, state_dir: Path | None, envelope_i
     rec = store.get(envelope_id)
     if rec is None or rec.status != "failed":
         raise click.BadParameter(f"no failed envelope {envelope_id!r}", param_hint="ENVELOPE_ID")
-    envelope = Envelope.from_dict(rec.envelope)
-    envelope.meta.attempt, envelope.meta.error = 1, None
+    from asya_agents.crew import replay_failed
 
-    async def push() -> None:
+    async def push() -> Envelope:
         tr = ctx.transport()
         try:
-            await tr.send([Outgoing(envelope.route.curr, envelope.encode())])
+            return await replay_failed(store, tr, envelope_id)
         finally:
             await tr.close()
 
-    asyncio.run(push())
-    store.forget(envelope_id)
+    envelope = asyncio.run(push())
     click.echo(f"replayed {envelope_id} to {envelope.route.curr}")
 
 
@@ -365,3 +363,77 @@ def operator(transport: str, namespaces: tuple[str, ...], runtime_image: str,
 
     run_operator(transport=transport, namespaces=list(namespaces), runtime_image=runtime_image,
                  liveness=liveness)
+
+# -- review: the console ----------------------------------------------------------------
+
+
+class _ReviewGroup(click.Group):
+    """``asya review MESH`` opens the console; ``asya review hash-password`` is a tool.
+    A first argument that names no subcommand is the mesh of ``open``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["open", *args]
+        return super().parse_args(ctx, args)
+
+
+def _console_file(name: str) -> Path:
+    """A file of the console (``ui/``), found beside this package: the library never
+    imports the console, it runs it."""
+    path = Path(__file__).resolve().parents[1] / "ui" / name
+    if not path.is_file():
+        raise AsyaError(f"the review console is not installed beside asya_agents ({path} is "
+                        "missing); run `asya review` from a checkout of the project")
+    return path
+
+
+@main.group(cls=_ReviewGroup)
+def review() -> None:
+    """The review console: `asya review MESH` opens it in a browser.
+
+    Reviewers sign in with credentials from ASYA_REVIEWERS ("name:hash,…") or
+    ASYA_REVIEWERS_FILE; `asya review hash-password NAME` writes an entry.
+    """
+
+
+@review.command("open")
+@_mesh_options
+@click.option("--address", default=None, help="Listen address [ASYA_CONSOLE_ADDRESS; 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="Port [ASYA_CONSOLE_PORT; 8501]")
+@click.option("--headless", is_flag=True, help="Do not open a browser")
+def review_open(mesh: Path, transport: str | None, state_dir: Path | None, address: str | None,
+                port: int | None, headless: bool) -> None:
+    """Serve the review console of MESH (needs streamlit)."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise AsyaError("the review console needs streamlit: pip install 'asya-agents[ui]'")
+    settings = Settings().console
+    cmd = [sys.executable, "-m", "streamlit", "run", str(_console_file("app.py")),
+           "--server.address", address or settings.address,
+           "--server.port", str(port or settings.port),
+           "--browser.gatherUsageStats", "false"]
+    if headless:
+        cmd += ["--server.headless", "true"]
+    cmd += ["--", "--mesh", str(mesh.resolve())]
+    if state_dir is not None:
+        cmd += ["--state-dir", str(state_dir.resolve())]
+    if transport is not None:
+        cmd += ["--transport", transport]
+    try:
+        code = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+@review.command("hash-password")
+@click.argument("name", required=False)
+def review_hash_password(name: str | None) -> None:
+    """Print a NAME:hash entry for ASYA_REVIEWERS (reads the password from the terminal,
+    or one line of stdin)."""
+    import subprocess
+
+    cmd = [sys.executable, str(_console_file("auth.py")), "hash-password"]
+    sys.exit(subprocess.call(cmd + ([name] if name else [])))

@@ -13,10 +13,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
+from asya_agents.errors import StoreError
 from asya_agents.manifest import ScalingSpec
 from asya_agents.stores.base import ResultStore, Status
+from asya_agents.transports.base import Outgoing, Transport
 
-__all__ = ["CREW_SCALING", "crew_terminal"]
+__all__ = ["CREW_SCALING", "crew_terminal", "replay_failed"]
 
 #: How the local supervisor scales crew actors: recording is fast, so few replicas.
 CREW_SCALING = ScalingSpec(minReplicaCount=0, maxReplicaCount=2, queueLength=100,
@@ -34,3 +36,16 @@ def crew_terminal(actor: str, store: ResultStore) -> Callable[[Envelope], Awaita
         await asyncio.to_thread(store.record, status, envelope.to_dict())
 
     return record
+
+
+async def replay_failed(store: ResultStore, transport: Transport, envelope_id: str) -> Envelope:
+    """Send failed envelope ``envelope_id`` back to the actor where it failed, as a first
+    attempt, and drop its failure record (``asya replay`` and the review console)."""
+    rec = await asyncio.to_thread(store.get, envelope_id)
+    if rec is None or rec.status != "failed":
+        raise StoreError(f"no failed envelope {envelope_id!r} in the result store")
+    envelope = Envelope.from_dict(rec.envelope)
+    envelope.meta.attempt, envelope.meta.error = 1, None
+    await transport.send([Outgoing(envelope.route.curr, envelope.encode())])
+    await asyncio.to_thread(store.forget, envelope_id)
+    return envelope

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "BlobSettings",
+    "ConsoleSettings",
     "LLMSettings",
     "MeshSettings",
     "RabbitMQSettings",
@@ -99,6 +100,34 @@ class StoreSettings(BaseSettings):
     )
 
 
+class ConsoleSettings(BaseSettings):
+    """The review console (``asya review``): who may sign in and where it listens.
+
+    Reviewers are ``name:hash`` entries (``asya review hash-password`` writes a hash);
+    only hashes are ever stored. ``reviewers_file`` (one entry a line) suits a mounted
+    Kubernetes Secret; both sources are merged.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ASYA_", extra="ignore")
+
+    reviewers: str | None = Field(
+        default=None, description="comma-separated name:hash entries (ASYA_REVIEWERS)"
+    )
+    reviewers_file: Path | None = Field(
+        default=None, description="file of name:hash lines, e.g. a mounted Secret"
+    )
+    address: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("ASYA_CONSOLE_ADDRESS", "STREAMLIT_SERVER_ADDRESS"),
+        description="address the console listens on (0.0.0.0 in a pod)",
+    )
+    port: int = Field(
+        default=8501,
+        validation_alias=AliasChoices("ASYA_CONSOLE_PORT", "STREAMLIT_SERVER_PORT"),
+        description="port the console listens on",
+    )
+
+
 class LLMSettings(BaseSettings):
     """The LLM behind the ready-made judge (and ``asya demo``): set a key to use it."""
 
@@ -124,3 +153,4 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     s3: BlobSettings = Field(default_factory=BlobSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)

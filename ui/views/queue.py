@@ -1,0 +1,199 @@
+"""The review queue: one card per paused item, oldest first, with the decisions.
+
+A card shows what a reviewer needs to decide without leaving it: the original and the
+enhanced image side by side (each opens full screen; an expander shows them at full
+resolution), the judge's score, verdict and reasons, where the item came from and where
+each decision would send it, and the payload. Decisions run in button callbacks, so the
+page that follows already shows the queue without the decided item.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import streamlit as st
+
+from asya_agents.errors import AsyaError
+from asya_agents.review import ReviewItem
+from ui import state
+from ui.console import Console, Filters, judge_view, next_hops
+from ui.images import image_refs, read_image
+
+PAGE_SIZE = 20
+ANY = "(any)"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "?"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- decisions (button callbacks) -------------------------------------------------------------
+
+
+def _decide(console: Console, reviewer: str, item_id: str, decision: str) -> None:
+    notes = (st.session_state.get(f"notes-{item_id}") or "").strip() or None
+    payload: Any = None
+    if decision in ("reject", "send_back") and not notes:
+        what = "a reason" if decision == "reject" else "notes for the enhancer"
+        state.flash("error", f"{item_id}: write {what} first.")
+        return
+    if decision == "edit":
+        try:
+            payload = json.loads(st.session_state.get(f"edit-{item_id}") or "")
+        except json.JSONDecodeError as exc:
+            state.flash("error", f"{item_id}: the edited payload is not valid JSON: {exc}")
+            return
+    try:
+        result = console.decide(item_id, decision=decision, reviewer=reviewer, notes=notes,
+                                payload=payload)
+    except (AsyaError, ValueError) as exc:
+        state.flash("error", f"{item_id}: the decision was not recorded: {exc}")
+        return
+    item = result.item
+    if result.won:
+        hops = next_hops(item)["approve" if decision == "edit" else decision]
+        state.flash("success", f"{item_id}: {decision.replace('_', ' ')} recorded; it goes "
+                               f"on to {' → '.join(hops)}.")
+    else:
+        state.flash("warning", f"{item_id} was already decided by {item.decided_by} "
+                               f"({item.decision}, {_when(item.decided_at)}); your "
+                               f"{decision.replace('_', ' ')} was not applied.")
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+def counts_row(console: Console) -> None:
+    counts = console.counts()
+    cols = st.columns(5)
+    for col, (label, key) in zip(cols, [("Pending", "pending"), ("Approved", "approve"),
+                                        ("Rejected", "reject"), ("Sent back", "send_back"),
+                                        ("Edited", "edit")], strict=True):
+        col.metric(label, counts.get(key, 0))
+
+
+def filters_row(everything: list[ReviewItem]) -> Filters:
+    meshes = sorted({i.mesh for i in everything})
+    actors = sorted({i.actor for i in everything})
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
+    mesh = c1.selectbox("Mesh", [ANY, *meshes], key="filter-mesh")
+    actor = c2.selectbox("Actor", [ANY, *actors], key="filter-actor")
+    minutes = c3.number_input("Waiting at least (minutes)", min_value=0, value=0, step=5,
+                              key="filter-age")
+    low, high = c4.slider("Judge's score", 0.0, 1.0, (0.0, 1.0), step=0.05,
+                          key="filter-score")
+    return Filters(mesh=None if mesh == ANY else mesh, actor=None if actor == ANY else actor,
+                   min_age=minutes * 60.0 if minutes else None,
+                   min_score=low if low > 0 else None, max_score=high if high < 1 else None)
+
+
+def images(item: ReviewItem) -> None:
+    refs = image_refs(item.payload)
+    cols = st.columns(2)
+    loaded: list[tuple[str, bytes | str]] = []
+    for col, ref in zip(cols, refs, strict=True):
+        with col:
+            if ref.url is None:
+                st.info(f"No {ref.label} image in the payload.")
+                continue
+            try:
+                data = read_image(ref.url)
+            except AsyaError as exc:
+                st.warning(f"{ref.label}: cannot show {ref.url}: {exc}")
+                continue
+            st.image(data, caption=f"{ref.label} · {ref.url}", width="stretch")
+            loaded.append((ref.label, data))
+    if loaded:
+        with st.expander("Full resolution"):
+            for label, data in loaded:
+                st.caption(label)
+                st.image(data, width="content")
+
+
+def judge_and_route(item: ReviewItem) -> None:
+    verdict = judge_view(item.payload)
+    score = "—" if verdict.score is None else f"{verdict.score:.2f}"
+    c1, c2 = st.columns(2)
+    c1.metric("Judge's score", score)
+    c2.metric("Verdict", verdict.verdict or "—")
+    for reason in verdict.reasons:
+        st.markdown(f"- {reason}")
+    if verdict.defects:
+        st.caption("Defects: " + ", ".join(verdict.defects))
+    route = item.envelope.get("route", {})
+    hops = next_hops(item)
+    st.markdown(
+        f"**Came from** {' → '.join(route.get('prev', [])) or '(start)'} → `{item.actor}`  \n"
+        f"**Approve** → {' → '.join(hops['approve'])}  \n"
+        f"**Send back** → {' → '.join(hops['send_back'])}  \n"
+        f"**Reject** → {' → '.join(hops['reject'])}")
+
+
+def decisions(console: Console, reviewer: str, item: ReviewItem) -> None:
+    st.text_input("Reason or notes (needed to reject or send back)", key=f"notes-{item.id}")
+    args = (console, reviewer, item.id)
+    c1, c2, c3 = st.columns(3)
+    c1.button("Approve", type="primary", key=f"approve-{item.id}", on_click=_decide,
+              args=(*args, "approve"), width="stretch")
+    c2.button("Reject", key=f"reject-{item.id}", on_click=_decide, args=(*args, "reject"),
+              width="stretch")
+    c3.button("Send back", key=f"send_back-{item.id}", on_click=_decide,
+              args=(*args, "send_back"), width="stretch")
+    with st.expander("Edit the payload, then approve"):
+        st.text_area("Payload (JSON)", value=json.dumps(item.payload, indent=2),
+                     key=f"edit-{item.id}", height=260)
+        st.button("Save and approve", key=f"edit-approve-{item.id}", on_click=_decide,
+                  args=(*args, "edit"))
+
+
+def card(console: Console, reviewer: str, item: ReviewItem, now: float) -> None:
+    with st.container(border=True, key=f"item-{item.id}"):
+        st.markdown(f"#### `{item.id}` · {item.actor} · waiting {_age(now - item.parked_at)}")
+        st.caption(f"mesh {item.mesh} · parked {_when(item.parked_at)} · round {item.round}"
+                   + (f" · decides itself {_when(item.deadline)}" if item.deadline else ""))
+        left, right = st.columns([3, 2])
+        with left:
+            images(item)
+        with right:
+            judge_and_route(item)
+            with st.expander("Payload"):
+                st.json(item.payload)
+        decisions(console, reviewer, item)
+
+
+def page() -> None:
+    console = state.console()
+    reviewer = state.reviewer()
+    st.title("Review queue")
+    state.show_flash()
+    counts_row(console)
+    everything = console.pending()
+    filters = filters_row(everything)
+    items = console.pending(filters)
+    if not items:
+        st.success("Nothing waits for review." if not everything
+                   else "No pending item matches these filters.")
+        return
+    st.caption(f"{len(items)} pending match, oldest first"
+               + (f"; showing the first {PAGE_SIZE}" if len(items) > PAGE_SIZE else ""))
+    now = time.time()
+    for item in items[:PAGE_SIZE]:
+        card(console, reviewer, item, now)
+
+
+page()
