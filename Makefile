@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 .PHONY: install lint typecheck test check bench-mesh clean
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
+# constraints.txt pins what a fresh resolve would otherwise backtrack on.
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 
 lint:
 	$(BIN)/ruff check .
