@@ -340,4 +340,19 @@ def load_mesh(path: str | Path) -> LoadedMesh:
         if name not in actors:
             raise ManifestError(f"route names unknown actor {name!r}", file=str(mesh_file),
                                 field=f"spec.route[{index}]")
+    _check_exhausted_targets(actors, sources)
     return LoadedMesh(folder, mesh, actors, flavors, sources)
+
+
+def _check_exhausted_targets(actors: dict[str, AsyncActor], sources: dict[str, Path]) -> None:
+    """``onExhausted`` must name an actor of this mesh (or a crew actor)."""
+    known = set(actors) | set(CREW_ACTORS)
+    for name, actor in actors.items():
+        for policy, spec in actor.spec.resiliency.policies.items():
+            if spec.onExhausted not in known:
+                raise ManifestError(
+                    f"onExhausted names unknown actor {spec.onExhausted!r} "
+                    f"(mesh has: {', '.join(sorted(known))})",
+                    file=str(sources[name]),
+                    field=f"spec.resiliency.policies.{policy}.onExhausted",
+                )

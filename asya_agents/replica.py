@@ -23,7 +23,7 @@ from asya_agents.handlers import load_handler
 from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.observe.logs import configure_logging
 from asya_agents.observe.wiring import instrument
-from asya_agents.resiliency.build import failure_policy
+from asya_agents.resiliency.build import admission, failure_policy
 from asya_agents.review import PARK_HANDLER, build_review_runtime
 from asya_agents.runtime import Runtime, RuntimeConfig
 from asya_agents.settings import Settings
@@ -79,8 +79,13 @@ def build_runtime(
         batch_size=spec.batch.maxSize if spec.batch else None,
         batch_wait=spec.batch.maxWait if spec.batch else 0.0,
         max_bytes=min(spec.maxMessageBytes or MAX_ENVELOPE_BYTES, transport.max_message_bytes),
-        failure=failure_policy(spec.resiliency),
     )
+    # The policies read the config's clock late, so a test that injects one after the
+    # build (asya_agents.testing) drives the retries and the brakes too.
+    cfg.failure = failure_policy(spec.resiliency, clock=lambda: cfg.clock())
+    cfg.admission = admission(spec.resiliency, actor=actor, mesh=loaded.name,
+                              concurrency=spec.concurrency, transport=transport.name,
+                              state_dir=state_dir, clock=lambda: cfg.clock())
     return Runtime(cfg, transport=transport, handler=handler)
 
 

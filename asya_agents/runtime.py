@@ -76,8 +76,19 @@ class Admission:
     async def wait(self, stop: asyncio.Event) -> None:
         """Return when a message may be taken (or when ``stop`` is set)."""
 
+    async def acquire(self, want: int, stop: asyncio.Event) -> int:
+        """How many of ``want`` messages may be received now (one rate-limit token
+        each); waits for at least one unless ``stop`` is set (then 0)."""
+        return want
+
+    async def release(self, unused: int) -> None:
+        """Give back what :meth:`acquire` granted but the queue had no message for."""
+
     def outcome(self, exc: BaseException | None) -> None:
         """Told after each hop: ``None`` on success, else the error."""
+
+    async def close(self) -> None:
+        """Release what it holds (a rate-limit store connection) once the loop ends."""
 
 
 @dataclass
@@ -151,9 +162,14 @@ class Runtime:
                     await asyncio.wait(self._tasks, timeout=self.cfg.receive_wait,
                                        return_when=asyncio.FIRST_COMPLETED)
                     continue
-                deliveries = await self._receive(free)
+                granted = await self.cfg.admission.acquire(self.cfg.batch_size or free, stop)
+                if granted <= 0:
+                    continue
+                deliveries = await self._receive(granted)
                 if self.cfg.batch_size:
-                    deliveries = await self._fill_batch(deliveries, stop)
+                    deliveries = await self._fill_batch(deliveries, stop, size=granted)
+                await self.cfg.admission.release(granted - len(deliveries))
+                if self.cfg.batch_size:
                     if deliveries:
                         self._spawn(self._process_batch(deliveries))
                 else:
@@ -162,16 +178,16 @@ class Runtime:
         finally:
             await self.drain()
             heartbeat.cancel()
+            await self.cfg.admission.close()
 
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.cfg.timeout + 1)
 
     async def _receive(self, limit: int) -> list[Delivery]:
-        size = self.cfg.batch_size or limit
         try:
             return await self.transport.receive(
-                self.cfg.actor, max_messages=size, wait=self.cfg.receive_wait,
+                self.cfg.actor, max_messages=limit, wait=self.cfg.receive_wait,
                 visibility=self.cfg.lease,
             )
         except TransportError as exc:
@@ -179,10 +195,10 @@ class Runtime:
             await asyncio.sleep(min(self.cfg.receive_wait, 1.0))
             return []
 
-    async def _fill_batch(self, got: list[Delivery], stop: asyncio.Event) -> list[Delivery]:
-        """Gather up to ``batch.maxSize`` messages, waiting at most ``batch.maxWait``
-        after the first one."""
-        size = self.cfg.batch_size or 1
+    async def _fill_batch(self, got: list[Delivery], stop: asyncio.Event, *,
+                          size: int) -> list[Delivery]:
+        """Gather up to ``size`` (``batch.maxSize``, or fewer rate-limit tokens)
+        messages, waiting at most ``batch.maxWait`` after the first one."""
         if not got:
             return got
         deadline = time.monotonic() + self.cfg.batch_wait
@@ -437,6 +453,8 @@ class Runtime:
             target, delay = decision.target, 0.0
         headers = {**envelope.headers, TRACEPARENT: job.span.traceparent}
         failed = envelope.model_copy(update={"meta": meta, "headers": headers})
+        if target not in (ERROR_END, self.cfg.actor):
+            failed = _handed_over(failed, target)
         job.span.end(exc)
         self.cfg.observer.failed(self.cfg.actor, envelope, exc, decision,
                                  self.cfg.clock() - job.started)
@@ -483,3 +501,15 @@ class Runtime:
 
 def _ended(route: Route) -> Route:
     return Route(prev=route.prev, curr=route.curr, next=[])
+
+
+def _handed_over(envelope: Envelope, target: str) -> Envelope:
+    """A failed envelope sent to another actor (``onExhausted: review``): that actor
+    stands in for the failed hop, so it becomes ``curr`` and the rest of the route is
+    kept; ``meta.error`` still says what failed."""
+    route = envelope.route
+    meta = envelope.meta.model_copy(update={"attempt": 1})
+    return envelope.model_copy(update={
+        "route": Route(prev=[*route.prev, route.curr], curr=target, next=list(route.next)),
+        "meta": meta,
+    })

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from asya_agents.envelope import ERROR_END, Envelope
 
-__all__ = ["Decision", "FailurePolicy", "NoRetries"]
+__all__ = ["Decision", "FailurePolicy", "NoRetries", "reason_of"]
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ class NoRetries:
     """Every failure ends at ``error-end``; what an actor without policies does."""
 
     def decide(self, envelope: Envelope, exc: BaseException, *, actor: str) -> Decision:
-        return Decision("route", target=ERROR_END, reason=_reason(exc))
+        return Decision("route", target=ERROR_END, reason=reason_of(exc))
 
 
-def _reason(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
     """A short machine-readable reason for ``meta.error.reason``."""
     from asya_agents import errors
 

@@ -1,0 +1,123 @@
+"""The runtime's :class:`~asya_agents.runtime.Admission`, built from ``spec.resiliency``.
+
+Three independent brakes, each in its own module, consulted by the receive loop:
+
+- the circuit breaker (:mod:`.breaker`): while open, take nothing; half-open, one probe;
+- adaptive concurrency (:mod:`.adaptive`): fewer messages in flight after 429s;
+- the shared rate limit (:mod:`.limiter`): one token per message taken, for the actor
+  as a whole.
+
+While the rate limit makes the replica wait, or a 429 cuts its concurrency, the actor is
+marked rate-limited (:mod:`.throttle`) so that the local autoscaler adds no replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from asya_agents.errors import TransportError
+from asya_agents.resiliency.adaptive import AdaptiveLimit
+from asya_agents.resiliency.breaker import CircuitBreaker
+from asya_agents.resiliency.limiter import TokenBucket
+from asya_agents.resiliency.throttle import ThrottleMarks
+from asya_agents.runtime import Admission
+
+__all__ = ["ResilientAdmission"]
+
+log = logging.getLogger("asya.resiliency")
+
+#: Longest nap between looks at the clock: an injected clock moves without us.
+_NAP = 0.2
+#: How long one throttling event keeps the actor marked rate-limited.
+_MARK_FOR = 10.0
+
+
+async def _nap(seconds: float, stop: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), max(min(seconds, _NAP), 0.001))
+
+
+class ResilientAdmission(Admission):
+    def __init__(
+        self,
+        *,
+        actor: str,
+        breaker: CircuitBreaker | None = None,
+        adaptive: AdaptiveLimit | None = None,
+        bucket: TokenBucket | None = None,
+        marks: ThrottleMarks | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.actor = actor
+        self.breaker = breaker
+        self.adaptive = adaptive
+        self.bucket = bucket
+        self.marks = marks
+        self._clock = clock
+        self._marked_until = 0.0
+
+    def limit(self, concurrency: int) -> int:
+        if self.adaptive is not None:
+            concurrency = min(concurrency, self.adaptive.current)
+        if self.breaker is not None and self.breaker.state == "half-open":
+            concurrency = min(concurrency, 1)
+        return concurrency
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        while self.breaker is not None and not self.breaker.allows() and not stop.is_set():
+            await _nap(self.breaker.seconds_to_probe() or _NAP, stop)
+
+    async def acquire(self, want: int, stop: asyncio.Event) -> int:
+        if self.breaker is not None and self.breaker.state == "half-open":
+            want, self.breaker.probing = min(want, 1), True
+        if self.bucket is None or want <= 0:
+            return want
+        while not stop.is_set():
+            try:
+                granted, wait = await self.bucket.take(want)
+            except TransportError as exc:
+                log.warning("rate limit of %s unavailable, waiting: %s", self.actor, exc)
+                granted, wait = 0, 1.0
+            if granted:
+                return granted
+            self._mark()
+            await _nap(wait, stop)
+        await self.release(want)
+        return 0
+
+    async def release(self, unused: int) -> None:
+        if self.breaker is not None and self.breaker.probing and unused > 0:
+            self.breaker.probing = False  # the probe found no message: try again later
+        if self.bucket is not None and unused > 0:
+            with contextlib.suppress(TransportError):
+                await self.bucket.give_back(unused)
+
+    def outcome(self, exc: BaseException | None) -> None:
+        if self.breaker is not None:
+            before = self.breaker.state
+            self.breaker.record(exc)
+            if self.breaker.state != before:
+                log.warning("circuit of %s %s", self.actor, self.breaker.state)
+        if self.adaptive is not None and self.adaptive.record(exc):
+            log.info("%s rate-limited: concurrency now %d", self.actor, self.adaptive.current)
+            self._mark()
+
+    def rate_limited(self) -> bool:
+        return self._marked_until > self._clock()
+
+    def _mark(self) -> None:
+        now = self._clock()
+        if self._marked_until - now > _MARK_FOR - 1.0:
+            return  # written less than a second ago
+        self._marked_until = now + _MARK_FOR
+        if self.marks is not None:
+            with contextlib.suppress(OSError):
+                self.marks.mark(self.actor, self._marked_until)
+
+    async def close(self) -> None:
+        if self.bucket is not None:
+            await self.bucket.close()
