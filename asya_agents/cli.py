@@ -437,3 +437,28 @@ def review_hash_password(name: str | None) -> None:
 
     cmd = [sys.executable, str(_console_file("auth.py")), "hash-password"]
     sys.exit(subprocess.call(cmd + ([name] if name else [])))
+
+
+# -- demo -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Your own folder of photos [the bundled coffee photo, "
+                                 "degraded in several ways]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("asya-demo"), show_default=True,
+              help="Where the photos, the report and the mesh state go")
+@click.option("--mesh", "mesh_dir", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), default=None, help="The food-image mesh folder [mesh/food-image]")
+@click.option("--timeout", default=300.0, show_default=True, help="Give up after SECONDS")
+def demo(photos: Path | None, out: Path, mesh_dir: Path | None, timeout: float) -> None:
+    """The food-image pipeline end to end on this machine: no broker, no GPU, no key.
+
+    Photos go through enhance -> judge -> upload; the judge accepts, loops back with
+    stronger settings, or leaves a photo for review. Prints the verdicts and the path of
+    a before/after report. With ASYA_LLM_API_KEY or OPENAI_API_KEY set, an LLM judges.
+    """
+    from asya_agents.demo import run_demo
+
+    run_demo(out=out, photos=photos, mesh=mesh_dir, timeout=timeout, echo=click.echo)

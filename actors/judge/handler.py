@@ -45,20 +45,23 @@ the answer is. Answer with one JSON object and nothing else:
  "reasons": [<short strings>], "defects": [<e.g. wrong, incomplete, too_short,
  off_topic, evasive>]}"""
 
-#: How each defect changes ``payload["enhance_settings"]`` on a reject: additive steps
-#: on the enhancer's settings (see actors/enhance/README.md), starting from its defaults.
+#: How each defect changes the enhancer's settings on a reject: a step added to the value
+#: the enhancer last used (``payload["enhancement"]["settings"]``, see
+#: actors/enhance/README.md), kept within ``LIMITS``.
 DEFAULT_ADJUSTMENTS: dict[str, dict[str, float]] = {
-    "underexposed": {"exposure": 0.15},
-    "overexposed": {"exposure": -0.15},
-    "low_contrast": {"contrast": 0.15},
-    "blurry": {"sharpen": 0.5},
+    "underexposed": {"exposure": 0.08},
+    "overexposed": {"exposure": -0.08},
+    "low_contrast": {"contrast": 0.12},
+    "blurry": {"sharpen": 60.0},
     "dull_colours": {"saturation": 0.15},
-    "colour_cast": {"white_balance": 0.25},
+    "colour_cast": {"white_balance": 0.2},
     "unchanged": {"strength": 0.1},
     "over_processed": {"strength": -0.1},
 }
-BASE_SETTINGS: dict[str, float] = {"exposure": 0.0, "contrast": 0.0, "sharpen": 0.0,
-                                   "saturation": 0.0, "white_balance": 0.0, "strength": 0.0}
+LIMITS: dict[str, tuple[float, float]] = {
+    "exposure": (0.05, 0.95), "white_balance": (0.0, 1.0), "strength": (0.05, 1.0),
+    "contrast": (0.5, 2.0), "saturation": (0.5, 2.5), "sharpen": (0.0, 400.0),
+}
 
 
 class Judge:
@@ -102,6 +105,7 @@ class Judge:
         self.adjustments = DEFAULT_ADJUSTMENTS if adjustments is None else adjustments
         self.model, self.api_base, self.api_key = model, api_base, api_key
         self.backend = self._pick_backend(backend)
+        self._blob: Any = None  # one S3 client per replica, made on first use
 
     def _pick_backend(self, backend: str) -> str:
         if backend not in ("auto", "llm", "heuristic"):
@@ -152,14 +156,22 @@ class Judge:
             return "accept"
         return "reject" if score < self.reject else "uncertain"
 
-    def adjust(self, payload: dict[str, Any], defects: list[str]) -> dict[str, float]:
-        """The enhancement settings for the next round: the last ones plus a step per
-        defect found."""
-        current = {**BASE_SETTINGS, **(payload.get("enhance_settings") or {})}
+    def adjust(self, payload: dict[str, Any], defects: list[str]) -> dict[str, Any]:
+        """The overrides for the next enhancement: the previous overrides, plus one step
+        per defect on the value the enhancer last used. Settings the enhancer did not
+        report (or that it turned off) are left alone."""
+        overrides = dict(payload.get("enhance_settings") or {})
+        enhancement = payload.get("enhancement")
+        used = enhancement.get("settings", {}) if isinstance(enhancement, dict) else {}
+        current = {**used, **overrides}
         for defect in defects:
             for key, step in self.adjustments.get(defect, {}).items():
-                current[key] = round(float(current.get(key, 0.0)) + step, 4)
-        return current
+                value = current.get(key)
+                if not isinstance(value, int | float):
+                    continue
+                low, high = LIMITS.get(key, (float("-inf"), float("inf")))
+                current[key] = overrides[key] = round(min(max(value + step, low), high), 4)
+        return overrides
 
     # -- scoring ------------------------------------------------------------------------
 
@@ -178,13 +190,16 @@ class Judge:
         return self._ask(self._image_content(original, enhanced, scored)), scored.stats
 
     def _images(self, payload: dict[str, Any]) -> tuple[bytes | None, bytes]:
-        from asya_agents import blob
-
         for key in ("image_url", "enhanced_url"):
             if not payload.get(key):
                 raise KeyError(f"the image judge needs payload[{key!r}] (got keys: "
                                f"{', '.join(sorted(payload))})")
-        return blob.read_bytes(payload["image_url"]), blob.read_bytes(payload["enhanced_url"])
+        if self._blob is None:
+            from asya_agents.blob import BlobStore
+
+            self._blob = BlobStore()
+        return (self._blob.read_bytes(payload["image_url"]),
+                self._blob.read_bytes(payload["enhanced_url"]))
 
     def _image_content(self, original: bytes | None, enhanced: bytes,
                        scored: Scored) -> list[dict[str, Any]]:

@@ -10,7 +10,12 @@ LLM as evidence. Each statistic maps to a 0..1 sub-score and, when low, to a nam
 - contrast: spread of the luminance;
 - colourfulness: Hasler and Süsstrunk's metric on the opponent channels;
 - colour cast: a blue or green tint over the whole plate (food looks wrong cold);
-- change from the original: an enhancement that changed nothing, or too much.
+- change from the original: an enhancement that changed nothing (mean difference), or
+  one that changed the dish itself (low correlation of the luminance: tone and colour
+  corrections keep it high, a new picture does not).
+
+Blur weighs twice: it is the one defect a classical enhancer cannot repair, so a badly
+blurred photo is rejected rather than waved through on good colours.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class ImageStats:
     colourfulness: float
     cast: float
     change: float | None = None
+    structure: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         return {k: (round(v, 4) if isinstance(v, float) else v)
@@ -90,6 +96,8 @@ def image_stats(data: bytes, original: bytes | None = None) -> ImageStats:
             before = np.asarray(img.resize((rgb.shape[1], rgb.shape[0])),
                                 dtype=np.float32) / 255.0
         stats.change = float(np.abs(before - rgb).mean())
+        lum_before = before @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        stats.structure = float(np.corrcoef(lum_before.ravel(), lum.ravel())[0, 1])
     return stats
 
 
@@ -140,12 +148,13 @@ def score_image(enhanced: bytes, original: bytes | None = None) -> Scored:
         total *= 0.85
         out.defects.append("unchanged")
         out.reasons.append("the enhancement barely changed the photo")
-    if stats.change is not None and stats.change > 0.3:
+    if stats.structure is not None and stats.structure < 0.7:
         total *= 0.6
         out.defects.append("over_processed")
-        out.reasons.append(f"the photo changed too much ({stats.change:.2f})")
+        out.reasons.append(f"the picture itself changed (correlation {stats.structure:.2f})")
     if not out.defects:
         out.reasons.append("well exposed, sharp and colourful")
+    total *= 0.5 + 0.5 * subs["sharpness"]
     out.score = round(min(1.0, max(0.0, total)), 4)
     return out
 

@@ -95,13 +95,19 @@ def test_accept_keeps_the_route(photos: dict[str, str]) -> None:
 def test_reject_loops_back_with_adjusted_settings_until_the_limit(
         photos: dict[str, str]) -> None:
     judge = Judge(backend="heuristic", max_loops=2)
-    env = envelope({"image_url": photos["original"], "enhanced_url": photos["dark"]})
+    used = {"exposure": 0.46, "contrast": 1.12, "saturation": 1.25, "prompt": "food"}
+    env = envelope({"image_url": photos["original"], "enhanced_url": photos["dark"],
+                    "enhancement": {"settings": used}})
     first = judge.judge(env)
     assert first["route"]["next"] == ["enhance", "judge", "upload"]
     assert first["payload"]["judge_loops"] == 1
-    assert first["payload"]["enhance_settings"]["exposure"] == pytest.approx(0.15)
+    # one step per defect, on what the enhancer used; nothing it did not report
+    settings = first["payload"]["enhance_settings"]
+    assert settings["exposure"] == pytest.approx(0.54)
+    assert settings["contrast"] == pytest.approx(1.24)
+    assert "sharpen" not in settings and "prompt" not in settings
     second = judge.judge(envelope(first["payload"]))
-    assert second["payload"]["enhance_settings"]["exposure"] == pytest.approx(0.30)
+    assert second["payload"]["enhance_settings"]["exposure"] == pytest.approx(0.62)
     assert second["payload"]["judge_loops"] == 2
     # the loop limit is reached: a person decides
     third = judge.judge(envelope(second["payload"]))
