@@ -30,6 +30,7 @@ from asya_agents.envelope import ERROR_END, HAPPY_END
 from asya_agents.manifest import LoadedMesh, ScalingSpec
 from asya_agents.observe.wiring import announced
 from asya_agents.replica import EXIT_RESTART
+from asya_agents.resiliency.throttle import ThrottleMarks
 from asya_agents.transports import Transport
 
 __all__ = ["Supervisor"]
@@ -80,6 +81,7 @@ class Supervisor:
         self.kind = transport_kind
         self.state_dir = state_dir
         self.env = env
+        self.throttle = ThrottleMarks(state_dir)
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.metrics_url: str | None = None
         self.actors: dict[str, _Actor] = {}
@@ -138,7 +140,10 @@ class Supervisor:
             log.warning("stats of %s failed: %s", actor.name, exc)
             return
         actor.depth, actor.in_flight = stats.depth, stats.in_flight
-        decision = actor.scaler.decide(stats.total, len(self._alive(actor)))
+        # Replicas mark an actor held back by its rate limit or by 429s: more replicas
+        # would only wait for the same tokens, so the autoscaler holds.
+        held = self.throttle.limited(actor.name, now=time.time())
+        decision = actor.scaler.decide(stats.total, len(self._alive(actor)), hold=held)
         if actor.last is None or decision.replicas != actor.desired:
             log.info("scale %s: %d -> %d (%s)", actor.name, actor.desired,
                      decision.replicas, decision.reason)

@@ -1,0 +1,194 @@
+"""The brakes of the Admission seam: circuit breaker, adaptive concurrency, the shared
+rate limit, and the mark that stops the autoscaler; all on an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from asya_agents.autoscaler import Autoscaler
+from asya_agents.manifest import ScalingSpec
+from asya_agents.resiliency.adaptive import AdaptiveLimit
+from asya_agents.resiliency.admission import ResilientAdmission
+from asya_agents.resiliency.breaker import CircuitBreaker
+from asya_agents.resiliency.limiter import LocalBucket, RedisBucket, SQLiteBucket
+from asya_agents.resiliency.spec import AdaptiveConcurrencySpec, CircuitBreakerSpec
+from asya_agents.resiliency.throttle import ThrottleMarks
+from tests.conftest import require_service
+
+from .conftest import FakeClock
+from .res_steps import StatusError
+
+
+def breaker(clock: FakeClock) -> CircuitBreaker:
+    spec = CircuitBreakerSpec(failureThreshold=3, openDuration=30.0, match=["5xx"])
+    return CircuitBreaker(spec, clock=clock)
+
+
+def test_breaker_opens_after_consecutive_matched_failures(clock: FakeClock) -> None:
+    cb = breaker(clock)
+    # Given two 503s, a bad payload (not the dependency's fault), then a third 503
+    cb.record(StatusError(503))
+    cb.record(StatusError(503))
+    cb.record(ValueError("bad payload"))
+    assert cb.state == "closed"
+    cb.record(StatusError(503))
+    # Then the breaker is open and takes nothing
+    assert cb.state == "open" and not cb.allows()
+
+
+def test_a_success_resets_the_streak(clock: FakeClock) -> None:
+    cb = breaker(clock)
+    for outcome in (StatusError(500), StatusError(500), None, StatusError(500)):
+        cb.record(outcome)
+    assert cb.state == "closed" and cb.failures == 1
+
+
+def test_breaker_probes_after_open_duration_and_closes_on_success(clock: FakeClock) -> None:
+    cb = breaker(clock)
+    for _ in range(3):
+        cb.record(StatusError(502))
+    # When 29s pass it is still open; at 30s it lets one probe through
+    clock.advance(29.0)
+    assert cb.state == "open" and cb.seconds_to_probe() == pytest.approx(1.0)
+    clock.advance(1.0)
+    assert cb.state == "half-open" and cb.allows()
+    cb.probing = True
+    assert not cb.allows(), "one probe at a time"
+    # Then a successful probe closes it
+    cb.record(None)
+    assert cb.state == "closed" and cb.allows()
+
+
+def test_a_failed_probe_opens_it_for_another_period(clock: FakeClock) -> None:
+    cb = breaker(clock)
+    for _ in range(3):
+        cb.record(StatusError(502))
+    clock.advance(30.0)
+    cb.probing = True
+    cb.record(StatusError(503))
+    assert cb.state == "open"
+    clock.advance(29.9)
+    assert cb.state == "open"
+    clock.advance(0.1)
+    assert cb.state == "half-open"
+
+
+def test_aimd_halves_once_per_cooldown_and_climbs_back_on_successes(clock: FakeClock) -> None:
+    spec = AdaptiveConcurrencySpec(minConcurrency=1, decrease=0.5, increase=1.0, cooldown=1.0)
+    limit = AdaptiveLimit(spec, ceiling=16, clock=clock)
+    # Given a burst of eight 429s from calls that were all in flight together
+    cuts = [limit.record(StatusError(429)) for _ in range(8)]
+    # Then the limit is cut once, not eight times
+    assert cuts.count(True) == 1 and limit.current == 8
+    clock.advance(1.0)
+    assert limit.record(StatusError(429)) and limit.current == 4
+    assert not limit.record(StatusError(500)), "only rate-limit errors cut"
+    # When calls succeed, it climbs about one per window of successes
+    for _ in range(10):
+        limit.record(None)
+    assert limit.current == 6
+    for _ in range(500):
+        limit.record(None)
+    assert limit.current == 16, "never above the actor's concurrency"
+
+
+async def test_local_bucket_grants_burst_then_rate(clock: FakeClock) -> None:
+    bucket = LocalBucket(rate=10.0, burst=5, clock=clock)
+    assert await bucket.take(8) == (5, 0.0)
+    granted, wait = await bucket.take(1)
+    assert granted == 0 and wait == pytest.approx(0.1)
+    clock.advance(0.35)
+    assert (await bucket.take(8))[0] == 3
+    await bucket.give_back(2)
+    assert (await bucket.take(8))[0] == 2
+
+
+async def test_sqlite_bucket_is_shared_by_replicas(tmp_path: Path, clock: FakeClock) -> None:
+    # Given two replicas (two connections) of one actor limited to 4/s, burst 4
+    one = SQLiteBucket(tmp_path / "limits.db", "res/judge", 4.0, 4, clock=clock)
+    two = SQLiteBucket(tmp_path / "limits.db", "res/judge", 4.0, 4, clock=clock)
+    other = SQLiteBucket(tmp_path / "limits.db", "res/upload", 4.0, 4, clock=clock)
+    try:
+        # When both take as much as they can
+        got = [(await one.take(3))[0], (await two.take(3))[0], (await one.take(3))[0]]
+        # Then together they got the burst, not twice it; another actor is untouched
+        assert got == [3, 1, 0]
+        assert (await other.take(4))[0] == 4
+        clock.advance(0.5)
+        assert (await two.take(5))[0] == 2
+    finally:
+        for bucket in (one, two, other):
+            await bucket.close()
+
+
+async def test_redis_bucket_is_shared_by_replicas(clock: FakeClock) -> None:
+    require_service("Redis", port=6379)
+    name = f"test-{uuid.uuid4().hex}"
+    one = RedisBucket("redis://127.0.0.1:6379/0", name, 4.0, 4, clock=clock)
+    two = RedisBucket("redis://127.0.0.1:6379/0", name, 4.0, 4, clock=clock)
+    try:
+        got = [(await one.take(3))[0], (await two.take(3))[0], (await one.take(3))[0]]
+        assert got == [3, 1, 0]
+        granted, wait = await two.take(1)
+        assert granted == 0 and wait == pytest.approx(0.25)
+        await one.give_back(1)
+        clock.advance(0.25)
+        assert (await two.take(5))[0] == 2
+    finally:
+        await one._client.delete(one.key)
+        await one.close()
+        await two.close()
+
+
+async def test_admission_waits_for_tokens_and_marks_the_actor(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    marks = ThrottleMarks(tmp_path)
+    adm = ResilientAdmission(actor="judge", bucket=LocalBucket(2.0, 2, clock=clock),
+                             marks=marks, clock=clock)
+    stop = asyncio.Event()
+    # Given a bucket of two, taken
+    assert await adm.acquire(5, stop) == 2
+    # When the next acquire has to wait, the actor is marked rate-limited
+    waiting = asyncio.ensure_future(adm.acquire(5, stop))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert marks.limited("judge", now=clock.now) and adm.rate_limited()
+    # Then time passing lets it through with what was earned
+    clock.advance(1.0)
+    assert await asyncio.wait_for(waiting, 2.0) == 2
+    stop.set()
+
+
+async def test_half_open_admits_a_single_probe(clock: FakeClock) -> None:
+    cb = breaker(clock)
+    adm = ResilientAdmission(actor="judge", breaker=cb, clock=clock)
+    for _ in range(3):
+        adm.outcome(StatusError(500))
+    stop = asyncio.Event()
+    blocked = asyncio.ensure_future(adm.wait(stop))
+    await asyncio.sleep(0.05)
+    assert not blocked.done(), "open: the loop takes nothing"
+    clock.advance(30.0)
+    await asyncio.wait_for(blocked, 2.0)
+    assert adm.limit(8) == 1 and await adm.acquire(8, stop) == 1
+    assert not cb.allows()
+    adm.outcome(None)
+    assert cb.state == "closed" and adm.limit(8) == 8
+
+
+def test_the_autoscaler_adds_no_replicas_to_a_rate_limited_actor(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    marks = ThrottleMarks(tmp_path)
+    scaler = Autoscaler(ScalingSpec(maxReplicaCount=8, queueLength=10), clock=clock)
+    marks.mark("judge", clock.now + 10)
+    held = scaler.decide(200, 2, hold=marks.limited("judge", now=clock.now))
+    assert held.replicas == 2 and "held" in held.reason
+    clock.advance(11)
+    free = scaler.decide(200, 2, hold=marks.limited("judge", now=clock.now))
+    assert free.replicas == 8
