@@ -195,9 +195,23 @@ def _read_supervisor(state_dir: Path) -> dict[str, Any]:
 @main.command()
 @_mesh_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
-def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: bool) -> None:
-    """Per actor: queue depth, in flight, replicas; totals of ended envelopes."""
+@click.option("--watch", is_flag=True,
+              help="Live view refreshing in place, with throughput and errors per actor")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between refreshes of --watch")
+@click.option("--count", default=None, type=click.IntRange(min=1),
+              help="Stop --watch after N refreshes [never]")
+def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: bool,
+           watch: bool, interval: float, count: int | None) -> None:
+    """Per actor: queue depth, in flight, replicas; totals of ended envelopes.
+
+    With --watch: a live view (one JSON line per refresh with --json) that adds the
+    throughput and errors per second of each actor, read from its replicas' /metrics.
+    """
     ctx = _Context(mesh, transport, state_dir)
+    if watch:
+        _watch_status(ctx, interval=interval, count=count, as_json=as_json)
+        return
     sup = _read_supervisor(ctx.state_dir).get("actors", {})
 
     async def gather() -> dict[str, Any]:
@@ -238,16 +252,57 @@ def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: b
     console.print(", ".join(f"{k} {v}" for k, v in report["totals"].items()))
 
 
+def _watch_status(ctx: _Context, *, interval: float, count: int | None, as_json: bool) -> None:
+    from asya_agents.observe.watch import Watcher, watch
+
+    async def run() -> None:
+        tr = ctx.transport()
+        watcher = Watcher(ctx.loaded.name, ctx.kind, [*ctx.loaded.actors, "happy-end",
+                                                      "error-end"], tr, ctx.store(),
+                          lambda: _read_supervisor(ctx.state_dir))
+        try:
+            await watch(watcher, interval=interval, count=count, as_json=as_json,
+                        echo=click.echo)
+        finally:
+            await tr.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command()
 @_mesh_options
 @click.option("--status", "status_", type=click.Choice(["succeeded", "failed", "paused"]),
               default=None, help="Only envelopes that ended so")
 @click.option("--limit", type=int, default=None, help="At most N records")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+@click.option("--id", "envelope_id", default=None,
+              help="Show this envelope's path (or every piece of this root) hop by hop")
 def results(mesh: Path, transport: str | None, state_dir: Path | None, status_: str | None,
-            limit: int | None, as_json: bool) -> None:
-    """Ended envelopes with their payloads and, for failures, the reason."""
+            limit: int | None, as_json: bool, envelope_id: str | None) -> None:
+    """Ended envelopes with their payloads and, for failures, the reason.
+
+    With --id: the full path of that envelope (or of every fan-out piece of that root)
+    through the mesh, with the queue wait and handler time of each hop.
+    """
     ctx = _Context(mesh, transport, state_dir)
+    if envelope_id is not None:
+        from asya_agents.observe.paths import describe_path, render_paths
+
+        found = [r for r in ctx.store().results(status=status_)
+                 if envelope_id in (r.id, r.root_id)][:limit]
+        if not found:
+            raise click.BadParameter(f"no ended envelope {envelope_id!r}", param_hint="--id")
+        paths = [describe_path(r.to_json(), r.envelope) for r in found]
+        if as_json:
+            click.echo(json.dumps(paths, indent=2))
+            return
+        from rich.console import Console
+
+        Console().print(render_paths(paths))
+        return
     records = ctx.store().results(status=status_, limit=limit)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2))

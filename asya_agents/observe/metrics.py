@@ -50,8 +50,10 @@ class AdmissionReport(Protocol):
     """What an :class:`~asya_agents.runtime.Admission` may also report for the gauges.
 
     Both methods are optional: an admission without them shows a closed breaker and
-    no rate limit hits. They are called from the metrics server's thread, so they
-    should only read plain attributes.
+    no rate limit hits (an admission with a ``breaker`` attribute whose ``state`` is
+    one of :data:`BREAKER_STATES` is read from there; ``rate_limited() -> bool``, when
+    present, becomes the ``asya_rate_limited`` gauge). They are called from the
+    metrics server's thread, so they should only read plain attributes.
     """
 
     def breaker_state(self) -> str:
@@ -163,8 +165,7 @@ class _ReplicaCollector:
 
         cfg = self.runtime.cfg
         admission = cfg.admission
-        state = getattr(admission, "breaker_state", None)
-        hits = getattr(admission, "rate_limit_hits", None)
+        limited = getattr(admission, "rate_limited", None)
         values = [
             (GaugeMetricFamily, "asya_envelopes_in_flight", "Envelopes this replica holds",
              self.runtime.in_flight),
@@ -174,14 +175,30 @@ class _ReplicaCollector:
              "now, after admission (adaptive concurrency, breaker)",
              admission.limit(cfg.concurrency)),
             (GaugeMetricFamily, "asya_circuit_breaker_state", "0 closed, 1 half-open, 2 open",
-             BREAKER_STATES.get(state() if callable(state) else "closed", 0)),
+             BREAKER_STATES.get(_breaker_state(admission), 0)),
+            (GaugeMetricFamily, "asya_rate_limited", "1 while the actor is marked "
+             "rate-limited (the autoscaler adds no replicas)",
+             bool(limited()) if callable(limited) else 0),
             (CounterMetricFamily, "asya_rate_limit_hits", "Times the rate limit made this "
-             "replica wait", hits() if callable(hits) else 0),
+             "replica wait", _call_or(admission, "rate_limit_hits", 0)),
         ]
         for family, name, doc, value in values:
             metric = family(name, doc, labels=["actor"])
             metric.add_metric([cfg.actor], float(value))
             yield metric
+
+
+def _call_or(obj: Any, name: str, default: Any) -> Any:
+    method = getattr(obj, name, None)
+    return method() if callable(method) else default
+
+
+def _breaker_state(admission: Any) -> str:
+    """``breaker_state()`` when the admission reports it, else its ``breaker.state``."""
+    state = _call_or(admission, "breaker_state", None)
+    if state is None:
+        state = getattr(getattr(admission, "breaker", None), "state", None)
+    return state if isinstance(state, str) else "closed"
 
 
 @dataclass

@@ -121,3 +121,28 @@ async def test_gauges_read_the_runtime_and_its_admission_when_scraped(tmp_path: 
 
 async def _noop(envelope: Envelope) -> None:
     return None
+
+
+class _Breaker:
+    state = "half-open"
+
+
+class _LikeResilient(Admission):
+    """The shape of the resiliency package's admission: a breaker attribute and a
+    rate-limited mark, without the two AdmissionReport methods."""
+
+    breaker = _Breaker()
+
+    def rate_limited(self) -> bool:
+        return True
+
+
+async def test_breaker_state_is_read_from_the_admissions_breaker(tmp_path: Path) -> None:
+    transport = EmbeddedTransport(tmp_path / "q.db")
+    cfg = RuntimeConfig(actor="judge", actors={"judge"}, admission=_LikeResilient())
+    metrics = MetricsObserver(process=False)
+    metrics.watch(Runtime(cfg, transport=transport, terminal=_noop))
+    await transport.close()
+    assert _value(metrics, "asya_circuit_breaker_state", actor="judge") == 1
+    assert _value(metrics, "asya_rate_limited", actor="judge") == 1
+    assert _value(metrics, "asya_rate_limit_hits_total", actor="judge") == 0

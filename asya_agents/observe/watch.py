@@ -1,0 +1,134 @@
+"""``asya status MESH --watch``: a live view of the mesh, refreshing in place.
+
+Each refresh samples the queues (depth, in flight, delayed), the supervisor's
+``status.json`` (replicas and their ``/metrics`` URLs), every replica's counters and the
+result store's totals; throughput and errors per actor are rates between two samples
+(see :class:`~asya_agents.observe.scrape.Rates`), so the first refresh shows none. With
+``--json`` each refresh is one JSON object on its own line, for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asya_agents.observe.scrape import Rates, Samples, scrape, total
+from asya_agents.stores.base import ResultStore
+from asya_agents.transports.base import Transport
+
+__all__ = ["Watcher", "render", "watch"]
+
+_SUCCEEDED = "asya_envelopes_succeeded_total"
+_FAILED = "asya_envelopes_failed_total"
+
+
+@dataclass
+class Watcher:
+    """Takes samples of one mesh and turns them into reports with rates."""
+
+    mesh: str
+    kind: str
+    actors: list[str]
+    transport: Transport
+    store: ResultStore
+    read_supervisor: Callable[[], dict[str, Any]]
+    clock: Callable[[], float] = time.monotonic
+    _rates: Rates = field(default_factory=Rates)
+
+    async def report(self) -> dict[str, Any]:
+        """One refresh: the same per-actor fields as ``asya status --json``, plus
+        ``throughput`` and ``errors`` (per second, ``None`` until a second sample)."""
+        sup = self.read_supervisor().get("actors", {})
+        rows: dict[str, dict[str, Any]] = {}
+        for name in self.actors:
+            st = await self.transport.stats(name)
+            rep = sup.get(name, {})
+            rows[name] = {"depth": st.depth, "in_flight": st.in_flight, "delayed": st.delayed,
+                          "replicas": rep.get("replicas", 0), "metrics": rep.get("metrics", [])}
+        counters = await self._counters(rows)
+        totals = self.store.totals()
+        ended: dict[Any, float] = {("store", "succeeded"): float(totals.succeeded),
+                                   ("store", "failed"): float(totals.failed)}
+        rates = self._rates.update(self.clock(), {**counters, **ended})
+        for name, row in rows.items():
+            row["throughput"] = _sum(rates, name, _SUCCEEDED)
+            row["errors"] = _sum(rates, name, _FAILED)
+        return {"mesh": self.mesh, "transport": self.kind, "running": bool(sup),
+                "actors": rows,
+                "totals": {"succeeded": totals.succeeded, "failed": totals.failed,
+                           "paused": totals.paused, "duplicates": totals.duplicates},
+                "rates": {"succeeded": rates.get(("store", "succeeded")),
+                          "failed": rates.get(("store", "failed"))}}
+
+    async def _counters(self, rows: dict[str, dict[str, Any]]) -> dict[Any, float]:
+        urls = [(name, url) for name, row in rows.items() for url in row["metrics"]]
+        found = await asyncio.gather(*(asyncio.to_thread(scrape, url, timeout=1.0)
+                                       for _, url in urls))
+        counters: dict[Any, float] = {}
+        for (name, url), samples in zip(urls, found, strict=True):
+            for metric in (_SUCCEEDED, _FAILED):
+                counters[(name, url, metric)] = _actor_total(samples, metric, name)
+        return counters
+
+
+def _actor_total(samples: Samples | None, metric: str, actor: str) -> float:
+    return total(samples or {}, metric).get(actor, 0.0)
+
+
+def _sum(rates: dict[Any, float], actor: str, metric: str) -> float | None:
+    picked = [v for k, v in rates.items() if k[0] == actor and k[-1] == metric]
+    return float(sum(picked)) if picked or rates else None
+
+
+def render(report: dict[str, Any]) -> Any:
+    """A rich renderable of one report."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"mesh {report['mesh']} ({report['transport']})"
+                  + ("" if report["running"] else " — supervisor not running"))
+    for col in ("actor", "depth", "in flight", "delayed", "replicas", "done/s", "errors/s"):
+        table.add_column(col, justify="left" if col == "actor" else "right")
+    for name, row in report["actors"].items():
+        errors = row["errors"]
+        table.add_row(name, str(row["depth"]), str(row["in_flight"]), str(row["delayed"]),
+                      str(row["replicas"]), _rate(row["throughput"]),
+                      Text(_rate(errors), style="red" if errors else ""))
+    totals, rates = report["totals"], report["rates"]
+    line = (f"succeeded {totals['succeeded']} ({_rate(rates['succeeded'])}/s), "
+            f"failed {totals['failed']} ({_rate(rates['failed'])}/s), "
+            f"paused {totals['paused']}, duplicates {totals['duplicates']}")
+    return Group(table, Text(line))
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+async def watch(watcher: Watcher, *, interval: float, count: int | None, as_json: bool,
+                echo: Callable[[str], None]) -> None:
+    """Refresh every ``interval`` seconds, ``count`` times (forever when ``None``)."""
+    from rich.live import Live
+
+    done = 0
+    live = None if as_json else Live(auto_refresh=False)
+    try:
+        if live is not None:
+            live.start()
+        while count is None or done < count:
+            report = await watcher.report()
+            if live is None:
+                echo(json.dumps(report))
+            else:
+                live.update(render(report), refresh=True)
+            done += 1
+            if count is None or done < count:
+                await asyncio.sleep(interval)
+    finally:
+        if live is not None:
+            live.stop()
