@@ -468,7 +468,7 @@ def review_open(mesh: Path, transport: str | None, state_dir: Path | None, addre
     cmd = [sys.executable, "-m", "streamlit", "run", str(_console_file("app.py")),
            "--server.address", address or settings.address,
            "--server.port", str(port or settings.port),
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     if headless:
         cmd += ["--server.headless", "true"]
     cmd += ["--", "--mesh", str(mesh.resolve())]

@@ -116,8 +116,9 @@ def images(item: ReviewItem) -> None:
             except AsyaError as exc:
                 st.warning(f"{ref.label}: cannot show {ref.url}: {exc}")
                 continue
-            st.image(data, caption=f"{ref.label} · {ref.url}", width="stretch")
-            loaded.append((ref.label, data))
+            name = ref.url.rstrip("/").rsplit("/", 1)[-1]
+            st.image(data, caption=f"{ref.label} · {name}", width="stretch")
+            loaded.append((f"{ref.label} · {ref.url}", data))
     if loaded:
         with st.expander("Full resolution"):
             for label, data in loaded:
@@ -164,8 +165,9 @@ def decisions(console: Console, reviewer: str, item: ReviewItem) -> None:
 def card(console: Console, reviewer: str, item: ReviewItem, now: float) -> None:
     with st.container(border=True, key=f"item-{item.id}"):
         st.markdown(f"#### `{item.id}` · {item.actor} · waiting {_age(now - item.parked_at)}")
-        st.caption(f"mesh {item.mesh} · parked {_when(item.parked_at)} · round {item.round}"
-                   + (f" · decides itself {_when(item.deadline)}" if item.deadline else ""))
+        st.caption(f"mesh {item.mesh} · parked {_when(item.parked_at)}"
+                   + (f" · decided automatically at {_when(item.deadline)}"
+                      if item.deadline else ""))
         left, right = st.columns([3, 2])
         with left:
             images(item)

@@ -1,0 +1,175 @@
+"""End to end in a real browser: `asya up` runs a mesh whose judge sends every photo to
+review, `asya review` serves the console, and Debian's headless chromium (driven by
+Playwright, never a downloaded browser) signs in and approves; the envelope then reaches
+`happy-end`, as `asya results --json` shows.
+
+A screenshot of the queue page is saved as artifacts/review-queue.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from asya_agents.review import open_review_store
+from tests.conftest import ROOT, SERVICE_SKIP
+from tests.ui.conftest import MESH, PASSWORDS, make_photo, reviewers_value
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+T = TypeVar("T")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def until(what: str, probe: Callable[[], T | None], *, timeout: float = 60.0) -> T:
+    """Poll ``probe`` until it returns something (real processes: nothing to inject)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f}s")
+
+
+def asya(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-m", "asya_agents", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Processes:
+    """Background processes of one test, stopped (SIGINT, then SIGKILL) at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "asya_agents", *args], env=env,
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append((proc, log))
+        return proc
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+        for proc, log in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            log.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def result_of(state_dir: Path, env_id: str, env: dict[str, str]) -> dict[str, Any] | None:
+    records = json.loads(asya("results", str(MESH), "--state-dir", str(state_dir), "--json",
+                              env=env))
+    return next((r for r in records if r["id"] == env_id and r["status"] != "paused"), None)
+
+
+def test_reviewer_approves_in_a_browser_and_the_envelope_ends_happily(
+        tmp_path: Path, processes: Processes) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{SERVICE_SKIP} chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    state_dir, port = tmp_path / "state", free_port()
+    env = {**os.environ, "ASYA_REVIEWERS": reviewers_value(), "ASYA_STATE_DIR": str(state_dir),
+           "ASYA_LOG_FORMAT": "text", "ASYA_METRICS_PORT": "-1"}
+    env.pop("ASYA_STORE_URL", None)
+    env.pop("ASYA_TRANSPORT", None)
+
+    # Given the mesh running, and one photo sent that the judge sends to review
+    processes.start("up", ["up", str(MESH)], env)
+    photo = make_photo(tmp_path / "photos" / "soup.png")
+    sent = asya("send", str(MESH), "--payload", json.dumps({"image_url": photo, "dish": "soup"}),
+                env=env)
+    env_id = sent.split(":")[-1].strip()
+    store = open_review_store(None, state_dir=state_dir)
+    try:
+        until("the photo to be parked for review", lambda: store.pending())
+    finally:
+        store.close()
+
+    # And the console served by `asya review`
+    processes.start("review", ["review", str(MESH), "--port", str(port), "--headless"], env)
+    url = f"http://127.0.0.1:{port}"
+    until("the console to answer", lambda: _healthy(url))
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(url)
+            # When the reviewer signs in
+            page.get_by_role("textbox", name="Name").fill("alice")
+            page.get_by_role("textbox", name="Password").fill(PASSWORDS["alice"])
+            page.get_by_role("button", name="Sign in").click()
+            # Then the queue shows the parked photo, side by side with its enhancement
+            expect(page.get_by_role("heading", name="Review queue")).to_be_visible(timeout=30_000)
+            card = page.locator(f".st-key-item-{env_id}")
+            expect(card).to_be_visible(timeout=30_000)
+            expect(card.locator("img:visible")).to_have_count(2, timeout=30_000)
+            expect(card.get_by_test_id("stMetricValue").first).to_have_text("0.62")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
+            # When she approves it
+            card.get_by_role("button", name="Approve", exact=True).click()
+            expect(page.get_by_text(f"{env_id}: approve recorded")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Nothing waits for review.")).to_be_visible(timeout=30_000)
+        finally:
+            browser.close()
+
+    # Then the envelope resumes on its route and ends in happy-end
+    record = until("the approved envelope to end",
+                   lambda: result_of(state_dir, env_id, env), timeout=60)
+    assert record["status"] == "succeeded"
+    assert record["route"]["prev"] == ["enhance", "judge", "review", "upload"]
+    assert record["payload"]["uploaded"] is True
+    assert record["payload"]["review"]["reviewer"] == "alice"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
