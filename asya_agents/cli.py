@@ -362,18 +362,32 @@ def replay(mesh: Path, transport: str | None, state_dir: Path | None, envelope_i
 @click.option("--queue-prefix", default="asya", show_default=True)
 @click.option("--sqs-region", default="us-east-1", show_default=True)
 @click.option("--sqs-endpoint", default=None, help="SQS endpoint URL (LocalStack, moto)")
+@click.option("--overrides", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="AsyncActor documents merged over the mesh's actors")
+@click.option("--flavors", "flavor_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="More folders of Flavor files, for --overrides")
 def render(mesh: Path, out_dir: Path, transport: str | None, runtime_image: str,
            image_root: str, project_root: Path | None, queue_prefix: str, sqs_region: str,
-           sqs_endpoint: str | None) -> None:
+           sqs_endpoint: str | None, overrides: Path | None,
+           flavor_dirs: tuple[Path, ...]) -> None:
     """Write Kubernetes manifests for MESH into a kustomize folder.
 
     Per actor a Deployment and a KEDA ScaledObject; per mesh the mesh ConfigMap, a
     ServiceAccount, a TriggerAuthentication (reading a Secret), the crew actors and the
     review console. Same input, same bytes.
     """
-    from asya_agents.k8s.render import RenderOptions, render_mesh, write_rendered
+    from asya_agents.k8s.render import (
+        RenderOptions,
+        apply_overrides,
+        render_mesh,
+        write_rendered,
+    )
+    from asya_agents.manifest import load_flavors
 
     loaded = load_mesh(mesh)
+    if overrides is not None:
+        loaded = apply_overrides(loaded, overrides, load_flavors(flavor_dirs))
     declared = loaded.mesh.spec.transport
     kind = transport or (declared if declared in ("rabbitmq", "sqs") else "rabbitmq")
     options = RenderOptions(

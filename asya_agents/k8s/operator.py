@@ -306,8 +306,10 @@ def run_operator(*, transport: str, namespaces: list[str], runtime_image: str,
 
     settings = Settings()
     cluster = HttpCluster()
+    prefix = settings.sqs.queue_prefix if transport == "sqs" else settings.rabbitmq.queue_prefix
     options = replace(RenderOptions(), transport=transport,  # type: ignore[arg-type]
-                      runtime_image=runtime_image)
+                      runtime_image=runtime_image, queue_prefix=prefix,
+                      sqs_region=settings.sqs.region, sqs_endpoint=settings.sqs.endpoint_url)
 
     def open_queues(mesh: str) -> Transport:
         return open_transport(transport, settings=settings, state_dir=Path("/tmp"), mesh=mesh)
