@@ -1,0 +1,106 @@
+"""The mesh status page and the console's back end: queue counts per actor, totals,
+throughput from samples of the result store, the latest errors, and replay."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streamlit.testing.v1 import AppTest
+
+from asya_agents.envelope import Envelope, ErrorInfo
+from asya_agents.stores import open_result_store
+from asya_agents.transports import Outgoing
+from asya_agents.transports.embedded import EmbeddedTransport
+from tests.ui.conftest import MESH, Parking
+from tests.ui.test_console_flows import queued, signed_in, texts
+from ui.console import Console, ConsoleConfig, Sample, rates
+
+
+def fail_one(parking: Parking) -> str:
+    """An envelope that failed at `judge`, recorded as error-end records it."""
+    env = Envelope.create({"image_url": "file:///nowhere.png"}, ["enhance", "judge", "upload"])
+    env = env.advanced()
+    env.meta.error = ErrorInfo(type="builtins.KeyError", message="'enhanced_url'",
+                               traceback="Traceback (most recent call last): ...",
+                               actor="judge", attempt=3, reason="attempts-exhausted")
+    store = open_result_store(parking.store_url, state_dir=parking.state_dir)
+    try:
+        store.record("failed", env.to_dict())
+    finally:
+        store.close()
+    return env.id
+
+
+def enqueue(parking: Parking, actor: str, count: int) -> None:
+    async def send() -> None:
+        tr = EmbeddedTransport(parking.state_dir / "queues.db")
+        try:
+            await tr.send([Outgoing(actor, Envelope.create({}, [actor]).encode())
+                           for _ in range(count)])
+        finally:
+            await tr.close()
+
+    asyncio.run(send())
+
+
+def test_status_page_shows_queues_totals_and_errors_and_replays(console_env: Parking) -> None:
+    # Given a backlog on enhance, an item in review and a failure at judge
+    enqueue(console_env, "enhance", 3)
+    console_env.park("soup")
+    failed = fail_one(console_env)
+    at = signed_in("alice")
+    # When alice opens the status page
+    at.switch_page("views/status.py").run()
+    # Then she sees the depth of each queue, the totals and the error with its reason
+    rows = at.dataframe[0].value.set_index("name")
+    assert list(rows.index) == ["enhance", "judge", "review", "upload", "happy-end", "error-end"]
+    assert rows.loc["enhance", "depth"] == 3 and rows.loc["judge", "depth"] == 0
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Failed"] == "1" and metrics["Paused"] == "1"
+    assert metrics["Waiting for review"] == "1"
+    [title] = [e.label for e in at.expander]
+    assert title.startswith(f"{failed} · at judge · KeyError")
+    assert any("attempts-exhausted" in m.value for m in at.markdown)
+    # When she replays it
+    at.button(key=f"replay-{failed}").click().run()
+    # Then it is back on judge's queue as a first attempt, and no longer listed as failed
+    assert any(f"{failed}: replayed to judge" in s for s in texts(at.success))
+    [again] = [e for e in queued(console_env.state_dir, "judge") if e["id"] == failed]
+    assert again["meta"]["attempt"] == 1 and again["meta"]["error"] is None  # type: ignore[index]
+    assert not at.expander and {m.label: m.value for m in at.metric}["Failed"] == "0"
+
+
+def test_sign_out_returns_to_the_sign_in_form(console_env: Parking) -> None:
+    at = signed_in("bob")
+    at.button(key="sign-out").click().run()
+    assert "reviewer" not in at.session_state
+    assert at.text_input(key="sign-in-name")
+    fresh = AppTest.from_file(str(at._script_path), default_timeout=30).run()
+    assert not [b for b in fresh.button if b.key == "sign-out"]
+
+
+def test_throughput_and_error_rate_come_from_samples_of_the_totals(console_env: Parking) -> None:
+    # Given a console whose clock the test moves
+    now = [1000.0]
+    console = Console(ConsoleConfig(MESH, state_dir=console_env.state_dir,
+                                    store_url=console_env.store_url), clock=lambda: now[0])
+    try:
+        console.sample()
+        for i in range(8):  # 8 envelopes end in 2 seconds: 6 succeed, 2 fail
+            env = Envelope.create({"i": i}, ["upload"]).to_dict()
+            console.results.record("succeeded" if i < 6 else "failed", env)
+        now[0] += 2.0
+        samples = console.sample()
+        now[0] += 0.5
+        assert len(console.sample(min_interval=1.0)) == 2  # too soon for another sample
+    finally:
+        console.close()
+    [point] = rates(samples)
+    assert point["succeeded/s"] == 3.0 and point["failed/s"] == 1.0
+    assert point["error rate"] == 0.25
+
+
+def test_rates_skip_a_reset_counter_and_equal_times() -> None:
+    points = rates([Sample(0, 10, 0), Sample(0, 12, 0), Sample(1, 0, 0), Sample(3, 4, 4)])
+    assert [(p["succeeded/s"], p["failed/s"], p["error rate"]) for p in points] == [
+        (0.0, 0.0, 0.0), (2.0, 2.0, 0.5)]
