@@ -28,7 +28,7 @@ from asya_agents.autoscaler import Autoscaler, ScaleDecision
 from asya_agents.crew import CREW_SCALING
 from asya_agents.envelope import ERROR_END, HAPPY_END
 from asya_agents.manifest import LoadedMesh, ScalingSpec
-from asya_agents.observe.wiring import announced
+from asya_agents.observe.wiring import announced, withdraw
 from asya_agents.replica import EXIT_RESTART
 from asya_agents.resiliency.throttle import ThrottleMarks
 from asya_agents.transports import Transport
@@ -160,6 +160,7 @@ class Supervisor:
             if code is None:
                 continue
             actor.replicas.remove(rep)
+            withdraw(self.state_dir, rep.proc.pid)  # a killed replica could not itself
             if rep.stopping_since is None:
                 actor.restarts += 1
                 why = "asked to be replaced" if code == EXIT_RESTART else f"exit code {code}"

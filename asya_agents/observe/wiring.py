@@ -27,7 +27,7 @@ from asya_agents.resiliency.decide import Decision
 from asya_agents.runtime import Observer, Runtime
 from asya_agents.settings import MeshSettings
 
-__all__ = ["Instrumented", "Observers", "announced", "instrument"]
+__all__ = ["Instrumented", "Observers", "announced", "instrument", "withdraw"]
 
 log = logging.getLogger("asya.observe")
 _ANNOUNCE_DIR = "replicas"
@@ -112,7 +112,12 @@ def _announce(state_dir: Path, actor: str, url: str) -> Any:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"actor": actor, "pid": os.getpid(), "metrics": url}))
     tmp.replace(path)
-    return lambda: path.unlink(missing_ok=True)
+    return lambda: withdraw(state_dir, os.getpid())
+
+
+def withdraw(state_dir: Path, pid: int) -> None:
+    """Forget what replica ``pid`` announced (the supervisor, once it has exited)."""
+    (state_dir / _ANNOUNCE_DIR / f"{pid}.json").unlink(missing_ok=True)
 
 
 def announced(state_dir: Path, pid: int) -> str | None:
