@@ -1,6 +1,7 @@
-"""End to end in a real browser: `asya up` runs a mesh whose judge sends every photo to
-review, `asya review` serves the console, and Debian's headless chromium (driven by
-Playwright, never a downloaded browser) signs in and approves; the envelope then reaches
+"""End to end in a real browser: `asya up` runs the food-image mesh (the real enhance,
+judge and review actors) with judge thresholds that send every photo to review,
+`asya review` serves the console, and Debian's headless chromium (driven by Playwright,
+never a downloaded browser) signs in and approves; the envelope then reaches
 `happy-end`, as `asya results --json` shows.
 
 A screenshot of the queue page is saved as artifacts/review-queue.png.
@@ -21,10 +22,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from asya_agents.review import open_review_store
 from tests.conftest import ROOT, SERVICE_SKIP
-from tests.ui.conftest import MESH, PASSWORDS, make_photo, reviewers_value
+from tests.ui.conftest import PASSWORDS, make_photo, reviewers_value
+
+FOOD = ROOT / "mesh" / "food-image"
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts"
@@ -99,8 +103,30 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         procs.stop()
 
 
-def result_of(state_dir: Path, env_id: str, env: dict[str, str]) -> dict[str, Any] | None:
-    records = json.loads(asya("results", str(MESH), "--state-dir", str(state_dir), "--json",
+def food_mesh_sending_all_to_review(folder: Path) -> Path:
+    """A copy of mesh/food-image whose judge (heuristic backend) finds every photo
+    uncertain: accept above 1.0, reject below 0.0."""
+    folder.mkdir()
+    mesh = yaml.safe_load((FOOD / "mesh.yaml").read_text())
+    mesh["spec"]["pythonPath"] = [str(ROOT), str(folder)]
+    mesh["spec"]["flavorPaths"] = [str(ROOT / "mesh" / "flavors")]
+    (folder / "mesh.yaml").write_text(yaml.safe_dump(mesh))
+    actors = list(yaml.safe_load_all((FOOD / "actors.yaml").read_text()))
+    for doc in actors:
+        spec, name = doc["spec"], doc["metadata"]["name"]
+        spec.setdefault("scaling", {})["pollingInterval"] = "0.2s"
+        if name == "judge":
+            spec["config"].update(backend="heuristic", accept=1.0, reject=0.0)
+        if name == "review":
+            spec["config"]["sweep_interval"] = "0.5s"
+    (folder / "actors.yaml").write_text(yaml.safe_dump_all(actors))
+    (folder / "food_glue.py").write_text((FOOD / "food_glue.py").read_text())
+    return folder
+
+
+def result_of(mesh: Path, state_dir: Path, env_id: str,
+              env: dict[str, str]) -> dict[str, Any] | None:
+    records = json.loads(asya("results", str(mesh), "--state-dir", str(state_dir), "--json",
                               env=env))
     return next((r for r in records if r["id"] == env_id and r["status"] != "paused"), None)
 
@@ -117,20 +143,24 @@ def test_reviewer_approves_in_a_browser_and_the_envelope_ends_happily(
     env.pop("ASYA_STORE_URL", None)
     env.pop("ASYA_TRANSPORT", None)
 
-    # Given the mesh running, and one photo sent that the judge sends to review
-    processes.start("up", ["up", str(MESH)], env)
+    # Given the food-image mesh running, and one photo sent that the judge sends to review
+    mesh = food_mesh_sending_all_to_review(tmp_path / "food-image")
+    processes.start("up", ["up", str(mesh)], env)
     photo = make_photo(tmp_path / "photos" / "soup.png")
-    sent = asya("send", str(MESH), "--payload", json.dumps({"image_url": photo, "dish": "soup"}),
+    sent = asya("send", str(mesh), "--payload", json.dumps({"image_url": photo, "dish": "soup"}),
                 env=env)
     env_id = sent.split(":")[-1].strip()
     store = open_review_store(None, state_dir=state_dir)
     try:
-        until("the photo to be parked for review", lambda: store.pending())
+        [parked] = until("the photo to be parked for review", lambda: store.pending(),
+                         timeout=90)
     finally:
         store.close()
+    assert parked.id == env_id and parked.payload["verdict"]["verdict"] == "uncertain"
+    score = f"{parked.payload['verdict']['score']:.2f}"
 
     # And the console served by `asya review`
-    processes.start("review", ["review", str(MESH), "--port", str(port), "--headless"], env)
+    processes.start("review", ["review", str(mesh), "--port", str(port), "--headless"], env)
     url = f"http://127.0.0.1:{port}"
     until("the console to answer", lambda: _healthy(url))
 
@@ -148,7 +178,7 @@ def test_reviewer_approves_in_a_browser_and_the_envelope_ends_happily(
             card = page.locator(f".st-key-item-{env_id}")
             expect(card).to_be_visible(timeout=30_000)
             expect(card.locator("img:visible")).to_have_count(2, timeout=30_000)
-            expect(card.get_by_test_id("stMetricValue").first).to_have_text("0.62")
+            expect(card.get_by_test_id("stMetricValue").first).to_have_text(score)
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
             # When she approves it
@@ -160,10 +190,10 @@ def test_reviewer_approves_in_a_browser_and_the_envelope_ends_happily(
 
     # Then the envelope resumes on its route and ends in happy-end
     record = until("the approved envelope to end",
-                   lambda: result_of(state_dir, env_id, env), timeout=60)
+                   lambda: result_of(mesh, state_dir, env_id, env), timeout=60)
     assert record["status"] == "succeeded"
     assert record["route"]["prev"] == ["enhance", "judge", "review", "upload"]
-    assert record["payload"]["uploaded"] is True
+    assert record["payload"]["uploaded_url"].endswith(".png")
     assert record["payload"]["review"]["reviewer"] == "alice"
 
 

@@ -165,8 +165,9 @@ def decisions(console: Console, reviewer: str, item: ReviewItem) -> None:
 def card(console: Console, reviewer: str, item: ReviewItem, now: float) -> None:
     with st.container(border=True, key=f"item-{item.id}"):
         st.markdown(f"#### `{item.id}` · {item.actor} · waiting {_age(now - item.parked_at)}")
+        action = item.options.get("deadline_action", "reject")
         st.caption(f"mesh {item.mesh} · parked {_when(item.parked_at)}"
-                   + (f" · decided automatically at {_when(item.deadline)}"
+                   + (f" · deadline {_when(item.deadline)}, then {action}"
                       if item.deadline else ""))
         left, right = st.columns([3, 2])
         with left:
