@@ -128,7 +128,9 @@ def prepare_mesh(mesh: Path, *, out: Path, settings: Settings) -> tuple[LoadedMe
     loaded.actors["upload"].spec.config["output"] = (out / "accepted").resolve().as_uri()
     judge = loaded.actors["judge"].spec.config
     if settings.llm.api_key:
-        judge.update(backend="llm", model=judge.get("model") or settings.llm.model)
+        judge.update(backend="llm", model=judge.get("model") or settings.llm.model,
+                     api_key=settings.llm.api_key,
+                     api_base=judge.get("api_base") or settings.llm.api_base)
         return loaded, f"LLM judge ({judge['model']})"
     judge["backend"] = "heuristic"
     return loaded, "heuristic judge (image statistics; set OPENAI_API_KEY for an LLM)"

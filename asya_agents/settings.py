@@ -131,7 +131,8 @@ class ConsoleSettings(BaseSettings):
 class LLMSettings(BaseSettings):
     """The LLM behind the ready-made judge (and ``asya demo``): set a key to use it."""
 
-    model_config = SettingsConfigDict(env_prefix="ASYA_LLM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ASYA_LLM_", extra="ignore",
+                                      populate_by_name=True)
 
     api_key: str | None = Field(
         default=None,

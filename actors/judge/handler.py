@@ -86,6 +86,7 @@ class Judge:
         json_mode: bool = True,
         image_max_side: int = 768,
         adjustments: dict[str, dict[str, float]] | None = None,
+        context_keys: list[str] | None = None,
     ) -> None:
         if not 0.0 <= reject <= accept <= 1.0:
             raise ValueError(f"need 0 <= reject <= accept <= 1, got reject={reject}, "
@@ -103,6 +104,7 @@ class Judge:
         self.review_actor = review_actor
         self.prompt = prompt or (IMAGE_PROMPT if mode == "image" else TEXT_PROMPT)
         self.adjustments = DEFAULT_ADJUSTMENTS if adjustments is None else adjustments
+        self.context_keys = ["dish", "title", "photo"] if context_keys is None else context_keys
         self.model, self.api_base, self.api_key = model, api_base, api_key
         self.backend = self._pick_backend(backend)
         self._blob: Any = None  # one S3 client per replica, made on first use
@@ -187,7 +189,11 @@ class Judge:
         scored = score_image(enhanced, original)
         if self.backend == "heuristic":
             return _verdict(scored), scored.stats
-        return self._ask(self._image_content(original, enhanced, scored)), scored.stats
+        content = self._image_content(original, enhanced, scored)
+        context = [f"{k}: {payload[k]}" for k in self.context_keys if payload.get(k)]
+        if context:  # what the photo shows helps a model judge it
+            content.insert(0, {"type": "text", "text": "\n".join(context)})
+        return self._ask(content), scored.stats
 
     def _images(self, payload: dict[str, Any]) -> tuple[bytes | None, bytes]:
         for key in ("image_url", "enhanced_url"):
