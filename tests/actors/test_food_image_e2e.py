@@ -181,3 +181,27 @@ def test_an_overdue_review_is_decided_by_its_deadline(
         assert record.route["prev"] == ["enhance", "judge", "review", "upload"]
         assert reviews.pending() == []
         reviews.close()
+
+
+@pytest.mark.slow
+# diffusers' scheduler calls np.array on a tensor in the way numpy 2 deprecates.
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_one_photo_through_the_mesh_with_a_tiny_sdxl_pipeline(
+        tmp_path: Path, photo_urls: dict[str, str], provider: FakeLLMProvider) -> None:
+    # A random-weight SDXL img2img pipeline saved in diffusers layout, loaded through the
+    # real from_pretrained path by the enhance actor (no download, CPU).
+    pytest.importorskip("diffusers")
+    from actors.enhance.random_sdxl import save_random_sdxl
+
+    model = save_random_sdxl(tmp_path / "tiny-sdxl", "tiny")
+    loaded = food_mesh(tmp_path, judge=llm_config(provider), enhance={
+        "backend": "sdxl", "model": str(model), "local_files_only": True, "device": "cpu",
+        "size": 64, "steps": 2, "strength": 0.5, "max_batch": 4})
+    with LocalMesh(loaded, state_dir=tmp_path / "state") as mesh:
+        env_id = mesh.send({"image_url": photo_urls["good"], "photo": "good"})
+        mesh.join(timeout=90)
+        record = mesh.result(env_id)
+    assert record.status == "succeeded", record.error
+    assert record.payload["enhancement"]["backend"] == "sdxl"
+    assert Path(record.payload["uploaded_url"].removeprefix("file://")).is_file()
