@@ -47,6 +47,7 @@ __all__ = [
     "history_csv",
     "history_rows",
     "judge_view",
+    "md_escape",
     "next_hops",
     "rates",
 ]
@@ -311,3 +312,12 @@ def history_csv(rows: list[dict[str, Any]]) -> str:
 
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$")
+
+
+def md_escape(text: str) -> str:
+    """``text`` shown literally in Streamlit Markdown: what a judge or a failing handler
+    wrote must not turn into links, images or formatting in a reviewer's page."""
+    return "".join(f"\\{c}" if c in _MD_SPECIAL else c for c in text.replace("\n", " "))

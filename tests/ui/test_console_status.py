@@ -16,13 +16,13 @@ from tests.ui.test_console_flows import queued, signed_in, texts
 from ui.console import Console, ConsoleConfig, Sample, rates
 
 
-def fail_one(parking: Parking) -> str:
+def fail_one(parking: Parking, *, reason: str = "attempts-exhausted") -> str:
     """An envelope that failed at `judge`, recorded as error-end records it."""
     env = Envelope.create({"image_url": "file:///nowhere.png"}, ["enhance", "judge", "upload"])
     env = env.advanced()
     env.meta.error = ErrorInfo(type="builtins.KeyError", message="'enhanced_url'",
                                traceback="Traceback (most recent call last): ...",
-                               actor="judge", attempt=3, reason="attempts-exhausted")
+                               actor="judge", attempt=3, reason=reason)
     store = open_result_store(parking.store_url, state_dir=parking.state_dir)
     try:
         store.record("failed", env.to_dict())
@@ -70,6 +70,15 @@ def test_status_page_shows_queues_totals_and_errors_and_replays(console_env: Par
     assert not at.expander and {m.label: m.value for m in at.metric}["Failed"] == "0"
 
 
+def test_a_rejection_in_review_is_listed_but_not_replayable(console_env: Parking) -> None:
+    rejected = fail_one(console_env, reason="rejected-in-review")
+    at = signed_in("alice")
+    at.switch_page("views/status.py").run()
+    assert [e.label.split(" ")[0] for e in at.expander] == [rejected]
+    assert not [b for b in at.button if b.key == f"replay-{rejected}"]
+    assert any("not replayable" in c.value for c in at.caption)
+
+
 def test_sign_out_returns_to_the_sign_in_form(console_env: Parking) -> None:
     at = signed_in("bob")
     at.button(key="sign-out").click().run()
@@ -104,3 +113,10 @@ def test_rates_skip_a_reset_counter_and_equal_times() -> None:
     points = rates([Sample(0, 10, 0), Sample(0, 12, 0), Sample(1, 0, 0), Sample(3, 4, 4)])
     assert [(p["succeeded/s"], p["failed/s"], p["error rate"]) for p in points] == [
         (0.0, 0.0, 0.0), (2.0, 2.0, 0.5)]
+
+
+def test_text_from_handlers_is_shown_literally() -> None:
+    from ui.console import md_escape
+
+    assert md_escape("![pixel](http://x/y.png) *bold*") == \
+        r"\!\[pixel\]\(http://x/y\.png\) \*bold\*"

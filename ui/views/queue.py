@@ -19,7 +19,7 @@ import streamlit as st
 from asya_agents.errors import AsyaError
 from asya_agents.review import ReviewItem
 from ui import state
-from ui.console import Console, Filters, judge_view, next_hops
+from ui.console import Console, Filters, judge_view, md_escape, next_hops
 from ui.images import image_refs, read_image
 
 PAGE_SIZE = 20
@@ -133,9 +133,9 @@ def judge_and_route(item: ReviewItem) -> None:
     c1.metric("Judge's score", score)
     c2.metric("Verdict", verdict.verdict or "—")
     for reason in verdict.reasons:
-        st.markdown(f"- {reason}")
+        st.markdown(f"- {md_escape(reason)}")
     if verdict.defects:
-        st.caption("Defects: " + ", ".join(verdict.defects))
+        st.caption("Defects: " + md_escape(", ".join(verdict.defects)))
     route = item.envelope.get("route", {})
     hops = next_hops(item)
     st.markdown(

@@ -18,9 +18,10 @@ import streamlit as st
 from asya_agents.errors import AsyaError
 from asya_agents.stores import ResultRecord
 from ui import state
-from ui.console import Console, rates
+from ui.console import Console, md_escape, rates
 
 REFRESH_SECONDS = 5
+REJECTED_IN_REVIEW = "rejected-in-review"
 
 
 def _replay(console: Console, envelope_id: str) -> None:
@@ -72,8 +73,9 @@ def charts(console: Console) -> None:
 def _error_title(rec: ResultRecord) -> str:
     err = rec.error or {}
     kind = str(err.get("type", "?")).rsplit(".", 1)[-1]
-    return f"{rec.id} · at {err.get('actor') or rec.route.get('curr', '?')} · {kind}: " \
-           f"{str(err.get('message', ''))[:100]}"
+    where = err.get("actor") or rec.route.get("curr", "?")
+    return f"{rec.id} · at {where} · {md_escape(kind)}: " \
+           f"{md_escape(str(err.get('message', ''))[:100])}"
 
 
 def failures(console: Console) -> None:
@@ -88,10 +90,15 @@ def failures(console: Console) -> None:
             when = dt.datetime.fromtimestamp(rec.recorded_at, dt.UTC)
             st.markdown(f"**Reason** {err.get('reason', '?')} · **attempt** "
                         f"{err.get('attempt', '?')} · **recorded** "
-                        f"{when:%Y-%m-%d %H:%M:%S} UTC  \n**Message** {err.get('message', '')}")
+                        f"{when:%Y-%m-%d %H:%M:%S} UTC  \n**Message** "
+                        f"{md_escape(str(err.get('message', '')))}")
             if err.get("traceback"):
                 st.code(err["traceback"], language="text")
             st.json(rec.payload, expanded=False)
+            if err.get("reason") == REJECTED_IN_REVIEW:
+                # A person decided this one; replaying would overrule them.
+                st.caption("Rejected by a reviewer: not replayable from here.")
+                continue
             st.button("Replay", key=f"replay-{rec.id}", on_click=_replay,
                       args=(console, rec.id))
 
@@ -100,17 +107,17 @@ def page() -> None:
     console = state.console()
     state.reviewer()
     st.title(f"Mesh status · {console.mesh}")
-    state.show_flash()
     live = st.toggle("Refresh every 5 s", value=True, key="status-live")
 
     @st.fragment(run_every=REFRESH_SECONDS if live else None)
     def live_part() -> None:
+        state.show_flash()  # a replay's outcome: its click reruns only this fragment
         totals_row(console)
         actors_table(console)
         charts(console)
+        failures(console)
 
     live_part()
-    failures(console)
 
 
 page()
