@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from asya_agents.review import open_review_store
 from asya_agents.transports.embedded import EmbeddedTransport
-from tests.ui.conftest import APP, PASSWORDS, Parking
+from tests.ui.conftest import APP, MESH, PASSWORDS, Parking
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -219,3 +219,42 @@ def test_history_lists_every_decision_with_who_and_when(console_env: Parking) ->
     assert list(frame["reviewer"]) == ["alice", "alice"]
     assert list(frame["decision"]) == ["reject", "approve"]
     assert list(frame["notes"]) == ["wrong dish", ""]
+
+
+def test_two_consoles_clicking_at_the_same_moment_resume_the_envelope_once(
+        console_env: Parking) -> None:
+    # Given two console processes' worth of connections (one Console each) on one item
+    import threading
+
+    from ui.console import Console, ConsoleConfig
+
+    item = console_env.park("soup")
+    config = ConsoleConfig(MESH, state_dir=console_env.state_dir,
+                           store_url=console_env.store_url)
+    consoles = [Console(config), Console(config)]
+    start, results = threading.Barrier(2), {}
+
+    def click(console: Console, reviewer: str, decision: str) -> None:
+        start.wait()
+        results[reviewer] = console.decide(item, decision=decision, reviewer=reviewer,
+                                           notes="burnt" if decision == "reject" else None)
+
+    # When alice approves and bob rejects at the same moment
+    try:
+        threads = [threading.Thread(target=click, args=(consoles[0], "alice", "approve")),
+                   threading.Thread(target=click, args=(consoles[1], "bob", "reject"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for c in consoles:
+            c.close()
+    # Then exactly one wins, the other sees the winner, and one envelope was resumed
+    winners = [name for name, r in results.items() if r.won]
+    assert len(winners) == 1
+    loser = next(r for r in results.values() if not r.won)
+    assert loser.item.decided_by == winners[0]
+    resumed = queued(console_env.state_dir, "upload") + queued(console_env.state_dir,
+                                                                "error-end")
+    assert [e["id"] for e in resumed] == [item]
