@@ -197,7 +197,12 @@ class BlobStore:
                 endpoint_url=s.endpoint_url,
                 aws_access_key_id=s.access_key_id,
                 aws_secret_access_key=s.secret_access_key,
-                config=Config(s3={"addressing_style": "path"} if s.endpoint_url else {}),
+                config=Config(
+                    s3={"addressing_style": "path"} if s.endpoint_url else {},
+                    # One attempt: retrying is the runtime's policy, not a hidden loop here.
+                    retries={"mode": "standard", "total_max_attempts": 1},
+                    connect_timeout=10, read_timeout=60,
+                ),
             )
         return self._s3
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,43 @@ def bucket(s3_settings: BlobSettings) -> str:
     finally:
         client.close()
     return name
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight SDXL img2img pipeline, saved once per session in diffusers
+    layout, so tests load it through the real ``from_pretrained`` path."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from actors.enhance.random_sdxl import save_random_sdxl
+
+    # One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core
+    # machine more threads spin against the other tests' processes.
+    torch.set_num_threads(1)
+
+    return save_random_sdxl(tmp_path_factory.mktemp("tiny-sdxl"), "tiny")
+
+
+def degraded(image: Any) -> Any:
+    """A dull version of a photo: darker, greyer, softer."""
+    from PIL import ImageEnhance, ImageFilter
+
+    image = ImageEnhance.Brightness(image).enhance(0.55)
+    image = ImageEnhance.Color(image).enhance(0.45)
+    return image.filter(ImageFilter.GaussianBlur(1.5))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> list[str]:
+    """Three degraded photos from scikit-image's bundled data, as file:// URLs."""
+    from PIL import Image
+    from skimage import data
+
+    urls = []
+    for name in ("coffee", "chelsea", "rocket"):
+        path = tmp_path / "in" / f"{name}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        small = Image.fromarray(getattr(data, name)()).convert("RGB").reduce(4)
+        degraded(small).save(path, quality=92)
+        urls.append(path.as_uri())
+    return urls
