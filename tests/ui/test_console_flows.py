@@ -126,6 +126,12 @@ def test_filters_narrow_the_queue_by_score_actor_and_age(console_env: Parking) -
     at.selectbox(key="filter-actor").select("(any)").run()
     at.number_input(key="filter-age").set_value(30).run()
     assert shown() == [low]
+    # When another mesh parks an item in the same store, she can pick either mesh
+    other = console_env.park("curry", mesh="qa-loop")
+    at.number_input(key="filter-age").set_value(0).run()
+    assert shown() == [low, high, other]
+    at.selectbox(key="filter-mesh").select("qa-loop").run()
+    assert shown() == [other]
 
 
 # -- decisions ------------------------------------------------------------------------------

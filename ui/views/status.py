@@ -53,7 +53,7 @@ def totals_row(console: Console) -> None:
 
 
 def charts(console: Console) -> None:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     points = rates(console.sample())
     st.subheader("Throughput and errors")
