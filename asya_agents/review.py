@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from asya_agents.durations import Duration
 from asya_agents.envelope import ERROR_END, Envelope, ErrorInfo, Hop, Route
-from asya_agents.errors import ConfigError, HandlerError
+from asya_agents.errors import ConfigError, HandlerError, TransportError
 from asya_agents.runtime import Runtime, RuntimeConfig
 from asya_agents.stores.base import ResultStore
 from asya_agents.stores.review_base import (
@@ -231,12 +231,22 @@ class ReviewService:
         return result
 
     async def apublish_pending(self) -> int:
-        """Publish every decided item not yet published; how many were sent."""
+        """Publish every decided item not yet published; how many were sent. An item
+        whose publish fails stays in the outbox for the next run (the review actor's
+        sweep); the failure is logged, not raised, because the decision itself stands."""
         items = await asyncio.to_thread(self.store.claim_unpublished,
                                         lease=self.publish_lease)
+        sent = 0
         for item in items:
-            await self._publish(item)
-        return len(items)
+            try:
+                await self._publish(item)
+            except TransportError as exc:
+                log.warning("review %s: resuming failed, the next sweep retries: %s",
+                            item.id, exc)
+                await asyncio.to_thread(self.store.release, item.id, round=item.round)
+                continue
+            sent += 1
+        return sent
 
     async def _publish(self, item: ReviewItem) -> None:
         outgoing = resumed(item)

@@ -118,6 +118,8 @@ class ReviewStore(Protocol):
 
     def mark_published(self, id: str, *, round: int) -> None: ...
 
+    def release(self, id: str, *, round: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -289,6 +291,12 @@ class SQLReviewStore:
             rows = q(f"SELECT {_COLS} FROM review_items WHERE claim=? ORDER BY decided_at, id",
                      (token,))
         return [self._item(r) for r in rows]
+
+    def release(self, id: str, *, round: int) -> None:
+        """Give up a claim after a failed publish, so the next sweep retries at once."""
+        with self._tx() as q:
+            q("UPDATE review_items SET claim=NULL, claimed_at=NULL WHERE id=? AND round=?"
+              " AND published=0", (id, round))
 
     def mark_published(self, id: str, *, round: int) -> None:
         with self._tx() as q:

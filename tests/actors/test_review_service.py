@@ -178,3 +178,20 @@ def test_a_human_and_the_deadline_at_once_decide_once(rig: Rig, clock: Clock) ->
     human, by_deadline = rig.service._run(both())
     assert human.won != bool(by_deadline)
     assert len(rig.drain("upload")) + len(rig.drain("error-end")) == 1
+
+
+def test_a_refused_publish_leaves_the_decision_for_the_next_sweep(rig: Rig,
+                                                                   tmp_path: Path) -> None:
+    # Given a console whose transport refuses the message (here: a size limit it breaks)
+    rig.park(parked("a"))
+    tiny = EmbeddedTransport(tmp_path / "queues.db", max_message_bytes=64)
+    console = ReviewService(rig.store, tiny, rig.results, mesh="food")
+    # When it decides, the decision stands but nothing was sent
+    assert console.decide("a", decision="approve", reviewer="ana").won
+    assert rig.store.counts()["unpublished"] == 1
+    assert rig.drain("upload") == []
+    # Then the next sweep (with a working transport) resumes it at once, not after a lease
+    assert rig.service.publish_pending() == 1
+    assert [e["id"] for e in rig.drain("upload")] == ["a"]
+    console._run(tiny.close())
+    console.close()
