@@ -74,7 +74,8 @@ class HttpCluster:
                 if resp.status == 404 and method == "DELETE":
                     return None
                 if resp.status >= 400:
-                    raise ClusterError(f"{method} {path}: HTTP {resp.status}: {text[:300]}")
+                    hint = _hint(resp.status, path)
+                    raise ClusterError(f"{method} {path}: HTTP {resp.status}{hint}: {text[:300]}")
                 return json.loads(text) if text else None
         except aiohttp.ClientError as exc:
             raise ClusterError(f"{method} {path}: {exc}") from exc
@@ -110,3 +111,11 @@ def _text(data: str | bytes | None) -> str | None:
     if data is None:
         return None
     return data.decode() if isinstance(data, bytes) else data
+
+
+def _hint(status: int, path: str) -> str:
+    if status == 404 and "/apis/keda.sh/" in path:
+        return " (is KEDA installed?)"
+    if status == 403:
+        return " (the operator's ClusterRole does not allow it)"
+    return ""

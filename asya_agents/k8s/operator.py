@@ -12,7 +12,8 @@ broker and writes status conditions that say what is wrong:
 * ``Valid``: the spec, with its flavors from the cluster merged, passes the same models
   as ``asya up`` (the message names the field);
 * ``QueuesDeclared``: the broker accepted the queues;
-* ``Ready``: both, and the objects were applied.
+* ``Ready``: both, and the API server accepted the objects (if not, its reason is
+  ``ApplyFailed`` with the server's message, e.g. KEDA's CRDs missing).
 
 The handlers (:func:`on_actor`, :func:`on_actor_delete`, :func:`on_flavor`) are plain
 async functions that take what kopf passes; they talk to the cluster through the small
@@ -95,22 +96,21 @@ def condition(kind: str, ok: bool, reason: str, message: str, *, now: datetime,
 class Outcome:
     """What one reconciliation found; becomes the AsyncActor's status."""
 
-    valid: tuple[bool, str, str] = (False, "NotReconciled", "")
-    queues: tuple[bool, str, str] = (False, "NotReconciled", "")
-    applied: bool = False
+    valid: tuple[bool, str, str] = (False, "NotReconciled", "not checked yet")
+    queues: tuple[bool, str, str] = (False, "NotReconciled", "not declared yet")
+    applied: tuple[bool, str, str] = (False, "NotApplied", "objects not applied")
     mesh: str = ""
     queue: str = ""
     flavors: list[str] = field(default_factory=list)
 
     def status(self, *, now: datetime, generation: int | None) -> dict[str, Any]:
-        ready = self.valid[0] and self.queues[0] and self.applied
-        why = next((c for c in (self.valid, self.queues) if not c[0]), None)
-        ready_cond = (("Reconciled", "deployed; KEDA scales it on queue depth") if ready
-                      else (why[1], why[2]) if why else ("ApplyFailed", "objects not applied"))
+        why = next((c for c in (self.valid, self.applied, self.queues) if not c[0]), None)
+        ready_cond = (why[1], why[2]) if why else (
+            "Reconciled", "deployed; KEDA scales it on queue depth")
         conds = [
             condition("Valid", *self.valid, now=now, generation=generation),
             condition("QueuesDeclared", *self.queues, now=now, generation=generation),
-            condition("Ready", ready, *ready_cond, now=now, generation=generation),
+            condition("Ready", why is None, *ready_cond, now=now, generation=generation),
         ]
         status: dict[str, Any] = {"conditions": conds, "mesh": self.mesh,
                                   "queue": self.queue, "flavors": self.flavors}
@@ -223,7 +223,12 @@ class Operator:
         except ManifestError as exc:
             out.valid = (False, "InvalidSpec", str(exc))
             return out
-        out.valid, out.applied = (True, "Valid", "spec and flavors are valid"), True
+        except AsyaError as exc:  # the API refused: RBAC, KEDA missing, admission
+            out.valid = (True, "Valid", "spec and flavors are valid")
+            out.applied = (False, "ApplyFailed", str(exc))
+            return out
+        out.valid = (True, "Valid", "spec and flavors are valid")
+        out.applied = (True, "Applied", "objects applied")
         try:
             await self.declare(mesh, [name, HAPPY_END, ERROR_END])
         except AsyaError as exc:
@@ -333,8 +338,9 @@ def _register(kopf: Any, registry: Any, op: Operator, cluster: Any) -> None:
 
     async def reconcile(**kwargs: Any) -> None:
         outcome = await on_actor(op, **kwargs)
-        if outcome.valid[0] and not outcome.queues[0]:
-            raise kopf.TemporaryError(outcome.queues[2], delay=30)
+        for ok, _, message in (outcome.applied, outcome.queues):
+            if outcome.valid[0] and not ok:  # worth retrying; an invalid spec is not
+                raise kopf.TemporaryError(message, delay=30)
 
     for decorate in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorate(*actors, registry=registry)(reconcile)

@@ -31,6 +31,8 @@ async def _with_server(calls: list[dict[str, Any]], body: Any) -> None:
                       "body": await request.text()})
         if request.path.endswith("/missing"):
             return web.json_response({"reason": "NotFound"}, status=404)
+        if "/scaledobjects/" in request.path:
+            return web.json_response({"reason": "NotFound"}, status=404)
         if request.path.endswith("/forbidden"):
             return web.json_response({"message": "deployments is forbidden"}, status=403)
         return web.json_response({"items": [{"metadata": {"name": "a"}}]})
@@ -90,11 +92,14 @@ def test_list_delete_and_status() -> None:
 
 def test_refusals_name_the_request() -> None:
     async def body(cluster: HttpCluster) -> None:
-        with pytest.raises(ClusterError, match=r"PATCH .*/forbidden: HTTP 403"):
+        with pytest.raises(ClusterError, match=r"PATCH .*/forbidden: HTTP 403 \(the operator"):
             await cluster.apply({"kind": "Deployment",
                                  "metadata": {"name": "forbidden", "namespace": "x"}})
+        with pytest.raises(ClusterError, match=r"HTTP 404 \(is KEDA installed\?\)"):
+            await cluster.apply({"kind": "ScaledObject",
+                                 "metadata": {"name": "judge", "namespace": "x"}})
 
-    assert len(run(body)) == 1
+    assert len(run(body)) == 2
 
 
 def test_unreachable_api_is_a_cluster_error() -> None:

@@ -26,7 +26,7 @@ KUSTOMIZATIONS = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml"))
 RENDERED = {
     "example": "mesh/example -o deploy/overlays/example/mesh --transport rabbitmq",
     "food-image": "mesh/food-image -o deploy/overlays/food-image/mesh --transport rabbitmq "
-                  "--overrides deploy/overlays/food-image/cluster.yaml --flavors deploy/flavors",
+                  "--overrides deploy/overlays/food-image/cluster.yaml",
 }
 
 def kustomize(folder: Path) -> list[dict[str, Any]]:
@@ -103,13 +103,13 @@ def test_operator_rbac_is_narrow() -> None:
     assert "deletecollection" not in verbs and "escalate" not in verbs
 
 
-def test_platform_flavors_load_and_match_the_crd() -> None:
-    flavors = load_flavors([DEPLOY / "flavors"])
-    assert {"gpu", "llm-resilient", "cpu-small"} <= set(flavors)
-    assert flavors["gpu"].spec["resources"]["limits"]["nvidia.com/gpu"] == 1
+def test_shared_flavors_match_the_flavor_crd() -> None:
+    # the platform team applies mesh/flavors/ as Flavor resources for the operator
+    flavors = load_flavors([ROOT / "mesh" / "flavors"])
+    assert "gpu" in flavors
     schema = flavor_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     validator = jsonschema.Draft4Validator(schema)
-    for file in sorted((DEPLOY / "flavors").glob("*.yaml")):
+    for file in sorted((ROOT / "mesh" / "flavors").glob("*.yaml")):
         validator.validate(yaml.safe_load(file.read_text()))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from asya_agents.k8s.client import ClusterError
 from asya_agents.k8s.operator import Operator, on_actor, on_actor_delete, on_flavor
 from asya_agents.k8s.render import RenderOptions
 from asya_agents.settings import RabbitMQSettings, Settings
@@ -177,6 +178,27 @@ def test_an_unreachable_broker_is_reported(cluster: MemoryCluster) -> None:
     assert conds["QueuesDeclared"]["status"] == "False"
     assert conds["QueuesDeclared"]["reason"] == "BrokerUnavailable"
     assert cluster.get("Deployment", "judge") is not None
+
+
+class NoKedaCluster(MemoryCluster):
+    """As the API server answers when KEDA's CRDs are not installed."""
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        if obj["kind"] == "ScaledObject":
+            raise ClusterError("PATCH /apis/keda.sh/v1alpha1/namespaces/pics/scaledobjects/"
+                               "judge: HTTP 404 (is KEDA installed?): not found")
+        await super().apply(obj)
+
+
+def test_a_refused_apply_is_reported(keda: dict[str, Any], queues_db: Path) -> None:
+    cluster = NoKedaCluster(keda)
+    op = Operator(cluster, RenderOptions(), lambda mesh: EmbeddedTransport(queues_db),
+                  clock=lambda: NOW)
+    conds = conditions(asyncio.run(create(op, cluster, actor("judge"))))
+    assert conds["Valid"]["status"] == "True"
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "ApplyFailed")
+    assert "is KEDA installed?" in conds["Ready"]["message"]
+    assert conds["QueuesDeclared"]["status"] == "False"
 
 
 def test_update_and_siblings_share_one_mesh(op: Operator, cluster: MemoryCluster) -> None:
