@@ -5,6 +5,10 @@ stored twice); ``error-end`` records failures with the reason, the traceback, th
 attempts and the full envelope, so that ``asya results`` explains them and ``asya replay``
 can send one back. They run on the same runtime as any actor, with a terminal handler
 instead of a user's one.
+
+A third kind of terminal is not a crew actor but is built the same way: an actor whose
+handler is ``asya_agents.review.park`` ends the route *for now*, parking the envelope
+for a person (see :mod:`asya_agents.review`; ``replica.build_runtime`` picks it).
 """
 
 from __future__ import annotations
