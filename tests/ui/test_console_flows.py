@@ -115,6 +115,9 @@ def test_filters_narrow_the_queue_by_score_actor_and_age(console_env: Parking) -
         return [m.value.split("`")[1] for m in at.markdown if m.value.startswith("#### ")]
 
     assert shown() == [low, high]
+    at.selectbox(key="queue-order").select("Newest first").run()
+    assert shown() == [high, low]
+    at.selectbox(key="queue-order").select("Oldest first").run()
     # When she narrows the score to 0.5..1
     at.slider(key="filter-score").set_range(0.5, 1.0).run()
     assert shown() == [high]
@@ -225,6 +228,21 @@ def test_history_lists_every_decision_with_who_and_when(console_env: Parking) ->
     assert list(frame["reviewer"]) == ["alice", "alice"]
     assert list(frame["decision"]) == ["reject", "approve"]
     assert list(frame["notes"]) == ["wrong dish", ""]
+    [download] = at.get("download_button")
+    assert download.proto.label == "Download CSV"
+
+
+def test_history_csv_has_one_row_per_decision() -> None:
+    import csv
+    import io
+
+    from asya_agents.review import DecisionRecord
+    from ui.console import history_csv, history_rows
+
+    rows = history_rows([DecisionRecord("abc", 2, "reject", "bob", 0.0, "burnt, \"black\"")])
+    parsed = list(csv.DictReader(io.StringIO(history_csv(rows))))
+    assert parsed == [{"decided_at": "1970-01-01T00:00:00+00:00", "id": "abc", "round": "2",
+                       "decision": "reject", "reviewer": "bob", "notes": 'burnt, "black"'}]
 
 
 def test_two_consoles_clicking_at_the_same_moment_resume_the_envelope_once(

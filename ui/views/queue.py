@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -62,7 +63,7 @@ def _decide(console: Console, reviewer: str, item_id: str, decision: str) -> Non
         result = console.decide(item_id, decision=decision, reviewer=reviewer, notes=notes,
                                 payload=payload)
     except (AsyaError, ValueError) as exc:
-        state.flash("error", f"{item_id}: the decision was not recorded: {exc}")
+        _failed(console, reviewer, item_id, exc)
         return
     item = result.item
     if result.won:
@@ -75,7 +76,28 @@ def _decide(console: Console, reviewer: str, item_id: str, decision: str) -> Non
                                f"{decision.replace('_', ' ')} was not applied.")
 
 
+def _failed(console: Console, reviewer: str, item_id: str, exc: Exception) -> None:
+    """Say whether a decision that raised was recorded: if the store took it but the
+    broker did not take the envelope, the review actor's sweep resumes it later."""
+    try:
+        item = console.reviews.get(item_id)
+    except AsyaError:
+        item = None
+    if item is not None and item.status == "decided" and item.decided_by == reviewer:
+        state.flash("warning", f"{item_id}: your {item.decision} is recorded, but the "
+                               f"envelope could not be sent yet ({exc}); the review actor "
+                               "will resume it.")
+    else:
+        state.flash("error", f"{item_id}: the decision was not recorded: {exc}")
+
+
 # -- the page ----------------------------------------------------------------------------------
+
+ORDERS: dict[str, Callable[[ReviewItem], Any]] = {
+    "Oldest first": lambda i: (i.parked_at, i.id),
+    "Newest first": lambda i: (-i.parked_at, i.id),
+    "Lowest score first": lambda i: (i.score is None, i.score or 0.0, i.parked_at),
+}
 
 
 def counts_row(console: Console) -> None:
@@ -191,8 +213,13 @@ def page() -> None:
     if not items:
         st.success("Nothing waits for review." if not everything
                    else "No pending item matches these filters.")
+        st.button("Refresh", key="queue-refresh")
         return
-    st.caption(f"{len(items)} pending match, oldest first"
+    c1, c2, c3 = st.columns([5, 2, 1], vertical_alignment="bottom")
+    order = c2.selectbox("Order", list(ORDERS), key="queue-order")
+    c3.button("Refresh", key="queue-refresh", width="stretch")
+    items.sort(key=ORDERS[order])
+    c1.caption(f"{len(items)} pending match, {order.lower()}"
                + (f"; showing the first {PAGE_SIZE}" if len(items) > PAGE_SIZE else ""))
     now = time.time()
     for item in items[:PAGE_SIZE]:
