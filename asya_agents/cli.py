@@ -433,6 +433,7 @@ def operator(transport: str, namespaces: tuple[str, ...], runtime_image: str,
     run_operator(transport=transport, namespaces=list(namespaces), runtime_image=runtime_image,
                  liveness=liveness)
 
+
 # -- review: the console ----------------------------------------------------------------
 
 
