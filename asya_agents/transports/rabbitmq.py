@@ -134,6 +134,11 @@ class RabbitMQTransport:
     def queue_name(self, actor: str) -> str:
         return f"{self.prefix}-{self.mesh}-{actor}"
 
+    @property
+    def connection_name(self) -> str:
+        """Shown by ``rabbitmqctl list_connections client_properties``: which mesh."""
+        return f"asya {self.prefix}-{self.mesh}"
+
     def _delay_name(self, class_ms: int) -> str:
         return f"{self.prefix}-{self.mesh}--delay-{class_ms}"
 
@@ -144,7 +149,9 @@ class RabbitMQTransport:
         async with self._lock:
             if self._conn is None:
                 try:
-                    self._conn = await aio_pika.connect_robust(self.url, timeout=self._timeout)
+                    self._conn = await aio_pika.connect_robust(
+                        self.url, timeout=self._timeout,
+                        client_properties={"connection_name": self.connection_name})
                 except _FOREIGN as exc:
                     raise TransportUnavailable(
                         f"cannot connect to RabbitMQ at {_redact(self.url)}: {exc}"

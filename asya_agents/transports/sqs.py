@@ -10,7 +10,8 @@ that takes up to 10 messages and hides them for ``visibility`` seconds; ``extend
 ``ChangeMessageVisibility`` (the runtime's heartbeat calls it while a handler runs);
 ``nack(delay=d)`` sets the visibility to ``d`` so the message comes back after the
 backoff with no consumer holding it. Acks from concurrent handlers are gathered for a
-few milliseconds and sent as ``DeleteMessageBatch``.
+few milliseconds and sent as ``DeleteMessageBatch``; sends likewise as
+``SendMessageBatch``.
 
 Delays: ``DelaySeconds`` is whole seconds (rounded up) and at most 900 s, and a
 visibility timeout at most 12 h. A longer delay is served in steps: the message carries
@@ -32,6 +33,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +62,7 @@ _MAX_VISIBILITY = 43_200
 _DUE = "asya-due"
 _PRIOR = "asya-receives"
 _ENCODING = "asya-encoding"
-_ACK_GATHER = 0.005
+_GATHER = 0.005
 _FOREIGN = (BotoCoreError, ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -69,6 +71,49 @@ class _Token:
     url: str
     receipt: str
     attributes: dict[str, str]
+
+
+class _Batcher:
+    """Gathers the entries that concurrent handlers submit to one queue for a few
+    milliseconds and sends them as one batch call (up to 10 entries): fewer requests,
+    the same per-entry outcome (each caller gets its own error)."""
+
+    def __init__(self, call: Callable[[str, list[dict[str, Any]]], Awaitable[Any]]) -> None:
+        self._call = call
+        self._pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, url: str, entry: dict[str, Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = self._pending.setdefault(url, [])
+        pending.append((entry, future))
+        if len(pending) == 1:
+            task = asyncio.create_task(self._flush(url))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await future
+
+    async def _flush(self, url: str) -> None:
+        await asyncio.sleep(_GATHER)
+        while self._pending.get(url):
+            batch, self._pending[url] = self._pending[url][:10], self._pending[url][10:]
+            entries = [{**entry, "Id": str(i)} for i, (entry, _) in enumerate(batch)]
+            try:
+                reply = await self._call(url, entries)
+            except TransportError as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            failed = {f["Id"]: f.get("Message", "failed") for f in reply.get("Failed") or []}
+            for i, (_, future) in enumerate(batch):
+                if str(i) in failed:
+                    future.set_exception(TransportError(f"SQS refused an entry: {failed[str(i)]}"))
+                else:
+                    future.set_result(None)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class SQSTransport:
@@ -98,8 +143,10 @@ class SQSTransport:
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
         self._urls: dict[str, str] = {}
-        self._acks: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._sends = _Batcher(lambda url, entries: self._call(
+            url, "send_message_batch", QueueUrl=url, Entries=entries))
+        self._deletes = _Batcher(lambda url, entries: self._call(
+            url, "delete_message_batch", QueueUrl=url, Entries=entries))
 
     @classmethod
     def from_settings(cls, settings: SQSSettings, *, mesh: str) -> SQSTransport:
@@ -200,15 +247,7 @@ class SQSTransport:
 
     async def _send_entries(self, actor: str, entries: list[dict[str, Any]]) -> None:
         url = await self._url(actor)
-        for start in range(0, len(entries), 10):
-            chunk = entries[start:start + 10]
-            for index, entry in enumerate(chunk):
-                entry["Id"] = str(index)
-            reply = await self._call(actor, "send_message_batch", QueueUrl=url, Entries=chunk)
-            failed = reply.get("Failed") or []
-            if failed:
-                raise TransportError(f"SQS refused {len(failed)} message(s) for {actor!r}: "
-                                     f"{failed[0].get('Message', failed[0])}")
+        await asyncio.gather(*(self._sends.submit(url, entry) for entry in entries))
 
     async def receive(
         self, queue: str, *, max_messages: int, wait: float, visibility: float
@@ -254,34 +293,7 @@ class SQSTransport:
         await self._delete(delivery.token)
 
     async def _delete(self, token: _Token) -> None:
-        """Queue a delete; concurrent ones go out together as DeleteMessageBatch."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending = self._acks.setdefault(token.url, [])
-        pending.append((token.receipt, future))
-        if len(pending) == 1:
-            task = asyncio.create_task(self._flush(token.url))
-            self._flushers.add(task)
-            task.add_done_callback(self._flushers.discard)
-        await future
-
-    async def _flush(self, url: str) -> None:
-        await asyncio.sleep(_ACK_GATHER)
-        while self._acks.get(url):
-            batch, self._acks[url] = self._acks[url][:10], self._acks[url][10:]
-            entries = [{"Id": str(i), "ReceiptHandle": r} for i, (r, _) in enumerate(batch)]
-            try:
-                reply = await self._call(url, "delete_message_batch", QueueUrl=url,
-                                         Entries=entries)
-            except TransportError as exc:
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            failed = {f["Id"]: f.get("Message", "failed") for f in reply.get("Failed") or []}
-            for i, (_, future) in enumerate(batch):
-                if str(i) in failed:
-                    future.set_exception(TransportError(f"SQS delete failed: {failed[str(i)]}"))
-                else:
-                    future.set_result(None)
+        await self._deletes.submit(token.url, {"ReceiptHandle": token.receipt})
 
     async def publish_and_ack(self, messages: list[Outgoing], delivery: Delivery) -> None:
         await self.send(messages)
@@ -315,8 +327,8 @@ class SQSTransport:
                           delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)))
 
     async def close(self) -> None:
-        if self._flushers:
-            await asyncio.gather(*self._flushers, return_exceptions=True)
+        await self._sends.drain()
+        await self._deletes.drain()
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             with contextlib.suppress(*_FOREIGN):

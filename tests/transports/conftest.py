@@ -8,11 +8,6 @@ run and a mesh name unique to the test, and are deleted after it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +19,7 @@ import pytest
 from asya_agents.transports.base import Transport
 from asya_agents.transports.embedded import EmbeddedTransport
 from tests.conftest import require_service
+from tests.transports.moto import moto_server
 
 RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -63,33 +59,11 @@ class Harness:
             self.clock.now += seconds
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """A moto server (the real SQS HTTP protocol) on a free local port."""
-    exe = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
-    if not Path(exe).exists():
-        require_service("moto_server (pip install 'moto[server]')", port=1)
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_server() as url:
+        yield url
 
 
 def _sqs_opener(url: str, mesh: str) -> Callable[..., Awaitable[Any]]:

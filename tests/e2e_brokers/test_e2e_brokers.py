@@ -1,0 +1,223 @@
+"""End to end on real brokers, with faults: ``asya up mesh/example --transport K``.
+
+1,000 envelopes go through the example mesh. On RabbitMQ each fans out into two
+sentences, one of which takes the ``answer`` detour (2,000 results); on SQS (moto
+server, which handles ~100 requests/s on this machine) each is one sentence (1,000
+results over four hops). While they run,
+replicas are SIGKILLed at random, mid-message, and on RabbitMQ every connection of this
+mesh is force-closed by the broker (``rabbitmqctl close_connection``). Then every result
+must be in ``asya results --json`` exactly once, with the right payload. The duplicates
+that at-least-once delivery produced are counted by ``happy-end``; the test prints them.
+
+These are the slow tests of the transports (marked ``slow``, about 20-40 s each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asya_agents.stores import open_result_store
+from tests.conftest import ROOT, require_service
+from tests.transports.moto import moto_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+MESH = ROOT / "mesh" / "example"
+ENVELOPES = 1000
+#: What each envelope carries, per broker, and the results it ends as.
+TEXTS = {"rabbitmq": "Is it on? Yes.", "sqs": "Is it on?"}
+KILLS = 10
+#: Waves the envelopes are sent in (see _send_in_waves).
+WAVES = {"rabbitmq": 1, "sqs": 5}
+ASYA = [sys.executable, "-m", "asya_agents"]
+
+
+@pytest.fixture(params=["rabbitmq", "sqs"])
+def broker(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]]:
+    """The transport kind and the ASYA_* variables that point a mesh at it, with a
+    queue prefix unique to this test."""
+    prefix = f"e2e{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "ASYA_LOG_LEVEL": "WARNING", "ASYA_METRICS_PORT": "-1"}
+    if request.param == "rabbitmq":
+        require_service("RabbitMQ", port=5672)
+        env.update(ASYA_RABBITMQ_QUEUE_PREFIX=prefix, ASYA_RABBITMQ_MANAGEMENT_URL="")
+        yield "rabbitmq", env
+        _delete_rabbit_queues(prefix)
+    else:
+        with moto_server() as url:
+            env.update(ASYA_SQS_ENDPOINT_URL=url, ASYA_SQS_QUEUE_PREFIX=prefix,
+                       ASYA_SQS_ACCESS_KEY_ID="test", ASYA_SQS_SECRET_ACCESS_KEY="test",
+                       ASYA_SQS_REGION="us-east-1")
+            yield "sqs", env
+
+
+def _delete_rabbit_queues(prefix: str) -> None:
+    import asyncio
+
+    from asya_agents.transports.rabbitmq import RabbitMQTransport
+
+    async def delete() -> None:
+        t = RabbitMQTransport("amqp://guest:guest@127.0.0.1:5672/", mesh="example",
+                              prefix=prefix)
+        try:
+            await t.delete_queues(["split", "triage", "answer", "format", "happy-end",
+                                   "error-end"])
+        finally:
+            await t.close()
+
+    asyncio.run(delete())
+
+
+def _replica_pids(state_dir: Path) -> list[int]:
+    try:
+        status = json.loads((state_dir / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [pid for actor in status["actors"].values() for pid in actor["pids"]]
+
+
+def _close_rabbit_connections(prefix: str) -> int:
+    """Have the broker force-close every connection of this mesh; how many it closed."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return 0
+    listing = subprocess.run([ctl, "list_connections", "pid", "client_properties", "-q"],
+                             capture_output=True, text=True, timeout=30).stdout
+    pids = [line.split("\t")[0] for line in listing.splitlines() if prefix in line]
+    for pid in pids:
+        subprocess.run([ctl, "close_connection", pid, "e2e fault test"],
+                       capture_output=True, timeout=30)
+    return len(pids)
+
+
+def _chaos(kind: str, env: dict[str, str], state_dir: Path, done: Any) -> dict[str, int]:
+    """SIGKILL a random replica every ~0.6 s (KILLS times), and on RabbitMQ force-close
+    the mesh's connections once, halfway; stop early once everything ended."""
+    rng = random.Random(7)
+    faults = {"killed": 0, "connections_closed": 0}
+    while faults["killed"] < KILLS and not done():
+        time.sleep(0.6)
+        pids = _replica_pids(state_dir)
+        if pids:
+            pid = rng.choice(pids)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                faults["killed"] += 1
+            except ProcessLookupError:
+                pass
+        if kind == "rabbitmq" and faults["killed"] == KILLS // 2 \
+                and not faults["connections_closed"]:
+            faults["connections_closed"] = _close_rabbit_connections(
+                env["ASYA_RABBITMQ_QUEUE_PREFIX"])
+    return faults
+
+
+def _expected(root: str, kind: str) -> dict[str, dict[str, Any]]:
+    if kind == "sqs":
+        return {f"{root}.0": {"sentence": "Is it on?", "index": 0, "of": 1,
+                              "kind": "question", "answer": "42", "words": 3,
+                              "shout": "IS IT ON?"}}
+    return {
+        f"{root}.0": {"sentence": "Is it on?", "index": 0, "of": 2, "kind": "question",
+                      "answer": "42", "words": 3, "shout": "IS IT ON?"},
+        f"{root}.1": {"sentence": "Yes.", "index": 1, "of": 2, "kind": "statement",
+                      "words": 1, "shout": "YES."},
+    }
+
+
+def _send_in_waves(kind: str, env: dict[str, str], mesh_args: list[str], store: Any,
+                   pieces: int) -> threading.Thread:
+    """Send ENVELOPES in WAVES[kind] waves, each once the backlog is small: moto's cost
+    per call grows with queue depth, so on SQS a deep backlog would measure moto."""
+    waves = WAVES[kind]
+
+    def send() -> None:
+        for wave in range(waves):
+            backlog_ok = time.monotonic() + 120
+            while _ended(store) < pieces * (wave * ENVELOPES // waves - 100) \
+                    and time.monotonic() < backlog_ok:
+                time.sleep(0.2)
+            subprocess.run([*ASYA, "send", *mesh_args, "--payload",
+                            json.dumps({"text": TEXTS[kind]}), "--count",
+                            str(ENVELOPES // waves)],
+                           env=env, capture_output=True, text=True, timeout=120, check=True)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def _ended(store: Any) -> int:
+    totals = store.totals()
+    return int(totals.succeeded + totals.failed + totals.paused)
+
+
+def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
+    broker: tuple[str, dict[str, str]], tmp_path: Path,
+) -> None:
+    kind, env = broker
+    state = tmp_path / "state"
+    mesh_args = [str(MESH), "--transport", kind, "--state-dir", str(state)]
+    log = tmp_path / "up.log"
+    pieces = len(_expected("x", kind))
+    # Given the example mesh running on the broker
+    with log.open("w") as log_file:
+        up = subprocess.Popen([*ASYA, "up", *mesh_args], env=env, start_new_session=True,
+                              stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        # When 1,000 envelopes are sent and replicas are killed (and, on RabbitMQ,
+        # connections force-closed) while they run
+        store = open_result_store(None, state_dir=state)
+        started = time.monotonic()
+        sender = _send_in_waves(kind, env, mesh_args, store, pieces)
+
+        def done() -> bool:
+            return _ended(store) >= pieces * ENVELOPES
+
+        faults = _chaos(kind, env, state, done)
+        while not done() and time.monotonic() - started < 200:
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        sender.join(timeout=5)
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    stderr = log.read_text()
+    # Then every piece ended exactly once, succeeded, with the right payload
+    out = subprocess.run([*ASYA, "results", *mesh_args, "--json"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    records = json.loads(out.stdout)
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == pieces * ENVELOPES, stderr[-3000:]
+    roots = {i.rsplit(".", 1)[0] for i in ids}
+    assert len(roots) == ENVELOPES
+    by_id = {r["id"]: r for r in records}
+    for root in roots:
+        for child, payload in _expected(root, kind).items():
+            assert by_id[child]["status"] == "succeeded"
+            assert by_id[child]["payload"] == payload
+    duplicates = sum(r.get("duplicates", 0) for r in records)
+    assert faults["killed"] >= KILLS // 2
+    if kind == "rabbitmq" and shutil.which("rabbitmqctl"):
+        assert faults["connections_closed"] >= 1
+    print(f"\n[{kind}] {pieces * ENVELOPES} results in {elapsed:.1f}s; replicas SIGKILLed: "
+          f"{faults['killed']}; connections force-closed: {faults['connections_closed']}; "
+          f"duplicate deliveries counted once by happy-end: {duplicates}")
