@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check bench-mesh clean
+.PHONY: install lint typecheck test check bench-mesh clean k8s-generate
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
 # constraints.txt pins what a fresh resolve would otherwise backtrack on.
@@ -27,6 +27,14 @@ check: lint typecheck test
 
 bench-mesh:
 	$(PY) bench/bench_mesh.py
+
+# Generated Kubernetes files (tests fail while they differ): after changing the manifest
+# models or a mesh that deploy/overlays renders.
+k8s-generate:
+	$(BIN)/asya crd -o deploy/crds
+	$(BIN)/asya render mesh/example -o deploy/overlays/example/mesh --transport rabbitmq
+	$(BIN)/asya render mesh/food-image -o deploy/overlays/food-image/mesh --transport rabbitmq \
+		--overrides deploy/overlays/food-image/cluster.yaml
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

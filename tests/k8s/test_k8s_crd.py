@@ -92,7 +92,7 @@ def test_committed_crds_equal_generated() -> None:
     # Given deploy/crds in the repo; Then each file is what `asya crd` writes
     for crd in crd_documents():
         path = CRD_DIR / f"{crd['metadata']['name']}.yaml"
-        assert path.read_text() == dump_yaml([crd]), f"{path} is stale: run asya crd -o deploy/crds"
+        assert path.read_text() == dump_yaml([crd]), f"{path} is stale: make k8s-generate"
     result = CliRunner().invoke(main, ["crd"])
     assert result.exit_code == 0, result.output
     assert result.output == dump_yaml(crd_documents())

@@ -75,7 +75,7 @@ def test_rendered_overlays_are_current(overlay: str, tmp_path: Path,
     assert fresh == sorted(p.name for p in committed.iterdir())
     for name in fresh:
         assert (committed / name).read_text() == (tmp_path / name).read_text(), (
-            f"{committed / name} is stale: asya render {RENDERED[overlay]}")
+            f"{committed / name} is stale: make k8s-generate")
     comment = " ".join((committed.parent / "kustomization.yaml").read_text()
                        .replace("#", " ").replace("\\", " ").split())
     assert f"asya render {RENDERED[overlay]}" in comment

@@ -228,6 +228,7 @@ BAD = [
     ("env: {ASYA_RABBITMQ_URL: 'amqp://u:p@h'}", "spec.env.ASYA_RABBITMQ_URL"),
     ("scaling: {minReplicaCount: 3, maxReplicaCount: 2}", "spec.scaling.minReplicaCount"),
     ("scaling: {queueLenght: 3}", "spec.scaling.queueLenght"),
+    ("envFromSecrets: [My_Secret]", "spec.envFromSecrets[0]"),
 ]
 
 
