@@ -8,6 +8,11 @@ were already in flight when the provider pushed back would otherwise cut the lim
 once each for one single overload. The limit stays within ``minConcurrency`` and the
 actor's ``concurrency``.
 
+A 429's ``Retry-After`` is about the account, not the one request: every call sent
+before it passes earns another 429 and burns another attempt. So the replica also
+stops taking messages until then (capped by ``pauseOnRetryAfter``); they wait in the
+queue with their attempts untouched.
+
 A replica that just cut its limit is rate-limited; :mod:`asya_agents.resiliency.admission`
 tells the local autoscaler, which then adds no replicas to the actor.
 """
@@ -18,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 
-from asya_agents.resiliency.match import ErrorMatcher
+from asya_agents.resiliency.match import ErrorMatcher, retry_after
 from asya_agents.resiliency.spec import AdaptiveConcurrencySpec
 
 __all__ = ["AdaptiveLimit"]
@@ -38,6 +43,13 @@ class AdaptiveLimit:
     def current(self) -> int:
         """Messages this replica may hold now."""
         return max(self.spec.minConcurrency, math.floor(self.value))
+
+    def pause_for(self, exc: BaseException) -> float:
+        """Seconds the provider asked the whole client to wait (0 when it did not)."""
+        if not self.spec.pauseOnRetryAfter or not self._matches(exc):
+            return 0.0
+        asked = retry_after(exc, now=self._clock) or 0.0
+        return min(asked, self.spec.pauseOnRetryAfter)
 
     def record(self, exc: BaseException | None) -> bool:
         """Adjust to one outcome; ``True`` when this outcome cut the limit."""

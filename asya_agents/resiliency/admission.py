@@ -59,6 +59,7 @@ class ResilientAdmission(Admission):
         self.marks = marks
         self._clock = clock
         self._marked_until = 0.0
+        self._paused_until = 0.0
 
     def limit(self, concurrency: int) -> int:
         if self.adaptive is not None:
@@ -70,6 +71,8 @@ class ResilientAdmission(Admission):
     async def wait(self, stop: asyncio.Event) -> None:
         while self.breaker is not None and not self.breaker.allows() and not stop.is_set():
             await _nap(self.breaker.seconds_to_probe() or _NAP, stop)
+        while not stop.is_set() and self._paused_until > self._clock():
+            await _nap(self._paused_until - self._clock(), stop)
 
     async def acquire(self, want: int, stop: asyncio.Event) -> int:
         if self.breaker is not None and self.breaker.state == "half-open":
@@ -102,7 +105,12 @@ class ResilientAdmission(Admission):
             self.breaker.record(exc)
             if self.breaker.state != before:
                 log.warning("circuit of %s %s", self.actor, self.breaker.state)
-        if self.adaptive is not None and self.adaptive.record(exc):
+        if self.adaptive is None:
+            return
+        if exc is not None:
+            pause = self.adaptive.pause_for(exc)
+            self._paused_until = max(self._paused_until, self._clock() + pause)
+        if self.adaptive.record(exc):
             log.info("%s rate-limited: concurrency now %d", self.actor, self.adaptive.current)
             self._mark()
 

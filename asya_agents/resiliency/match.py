@@ -11,6 +11,7 @@ policy for ``builtins.ConnectionError`` also catches ``ConnectionResetError``.
 from __future__ import annotations
 
 import email.utils
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -108,6 +109,15 @@ def _class_names(exc: BaseException) -> set[str]:
     return {f"{k.__module__}.{k.__qualname__}" for k in type(exc).__mro__}
 
 
+def _exported(path: str) -> type | None:
+    """The class a re-exported path names (``litellm.RateLimitError`` is defined in
+    ``litellm.exceptions``), looked up only in modules already imported: a module the
+    handler never imported cannot have raised the error."""
+    module, _, name = path.rpartition(".")
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) else None
+
+
 class ErrorMatcher:
     """``match`` entries of a policy (already checked by the spec) as a predicate.
 
@@ -124,6 +134,10 @@ class ErrorMatcher:
     def __call__(self, exc: BaseException) -> bool:
         if self._classes & _class_names(exc):
             return True
+        for path in self._classes:
+            cls = _exported(path)
+            if cls is not None and isinstance(exc, cls):
+                return True
         if self._statuses:
             status = http_status(exc)
             return status is not None and any(test(status) for test in self._statuses)

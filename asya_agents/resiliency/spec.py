@@ -123,6 +123,11 @@ class AdaptiveConcurrencySpec(_Matching):
     cooldown: Duration = Field(
         default=1.0, description="at most one decrease per cooldown: one burst, one cut"
     )
+    pauseOnRetryAfter: Duration = Field(
+        default=60.0,
+        description="a rate-limit error's Retry-After also stops the replica taking "
+        "messages for that long, up to this cap (0: never pause)",
+    )
 
 
 class ResiliencySpec(_Spec):

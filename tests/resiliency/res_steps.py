@@ -52,15 +52,31 @@ async def hang_once(envelope: dict[str, Any]) -> dict[str, Any]:
     return envelope
 
 
-def ask_llm(payload: dict[str, Any]) -> dict[str, Any]:
-    """A judge-like call through litellm, no retries of its own; the provider's
-    address travels in the payload (the test's provider listens on a free port)."""
+def import_litellm() -> Any:
+    """litellm, with its offline switches set first (no network for its cost map)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
     import litellm
 
-    reply = litellm.completion(
+    return litellm
+
+
+def ask_llm(payload: dict[str, Any]) -> dict[str, Any]:
+    """A judge-like call through litellm, no retries of its own; the provider's
+    address travels in the payload (the test's provider listens on a free port)."""
+    reply = import_litellm().completion(
         model="openai/judge", api_base=payload["api_base"], api_key="x", num_retries=0,
         messages=[{"role": "user", "content": f"score item {payload['n']}"}],
     )
     return {**payload, "api_base": None, "verdict": reply.choices[0].message.content}
+
+
+def block_once(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A sync handler that overruns on its first attempt (its thread cannot be
+    cancelled: the replica asks to be replaced), then answers."""
+    import time
+
+    if envelope["meta"]["attempt"] == 1:
+        time.sleep(0.6)
+    envelope["payload"] = {**envelope["payload"], "attempt": envelope["meta"]["attempt"]}
+    return envelope
