@@ -343,13 +343,21 @@ def _deployment(rep: _Replica, options: RenderOptions, mesh_digest: str) -> dict
         "spec": {
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": _selector(rep.mesh, rep.name)},
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": _strategy(rep.resources),
             "template": {"metadata": {"labels": labels,
                                       "annotations": _pod_annotations(mesh_digest)},
                          "spec": pod},
         },
     }
+
+
+def _strategy(resources: dict[str, Any]) -> dict[str, Any]:
+    """Roll one replica at a time; a GPU replica gives its card back first, since a
+    cluster rarely has a spare GPU for a surge replica and the rollout would stall."""
+    gpu = any(str(k).endswith("/gpu") for k in (resources.get("limits") or {}))
+    surge, unavailable = (0, 1) if gpu else (1, 0)
+    return {"type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
 
 
 def queue_name(options: RenderOptions, mesh: str, actor: str) -> str:

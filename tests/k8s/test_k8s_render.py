@@ -170,6 +170,9 @@ def test_gpu_flavor_lands_in_the_pod(tmp_path: Path, keda: dict[str, Any]) -> No
     assert pod["terminationGracePeriodSeconds"] >= 600 + 30
     assert container["envFrom"] == [{"secretRef": {"name": "hf-token"}}]
     assert {"name": "MODEL_ID", "value": "stabilityai/sdxl-turbo"} in container["env"]
+    # a GPU replica gives its card back before its successor needs one
+    rolling = by_kind(objs, "Deployment")["enhance"]["spec"]["strategy"]["rollingUpdate"]
+    assert rolling == {"maxSurge": 0, "maxUnavailable": 1}
     scaled = by_kind(objs, "ScaledObject")["enhance"]["spec"]
     assert scaled["triggers"][0]["metadata"]["activationValue"] == "1"
 
