@@ -119,6 +119,7 @@ class RabbitMQTransport:
         self._timeout = connect_timeout
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
+        self._stats_ch: AbstractChannel | None = None
         self._lock = asyncio.Lock()
         self._consumers: dict[str, _Consumer] = {}
         self._delay_exchanges: dict[int, AbstractExchange] = {}
@@ -339,23 +340,24 @@ class RabbitMQTransport:
 
     async def stats(self, queue: str) -> QueueStats:
         name = self.queue_name(queue)
-        await self._channel()
-        assert self._conn is not None
         try:
-            channel = await self._conn.channel()
-            try:
-                declared = await channel.declare_queue(name, passive=True)
-            finally:
-                await channel.close()
+            if self._stats_ch is None or self._stats_ch.is_closed:
+                await self._channel()
+                assert self._conn is not None
+                self._stats_ch = await self._conn.channel(publisher_confirms=False)
+            # The underlying channel: aio-pika's robust channel remembers declared
+            # queues and would not ask the broker again.
+            underlay = await self._stats_ch.get_underlay_channel()
+            declared = await underlay.queue_declare(name, passive=True)
         except _FOREIGN as exc:
+            self._stats_ch = None  # a failed passive declare closes the channel
             raise TransportError(f"cannot read the depth of {name!r}: {exc}") from exc
-        result = declared.declaration_result
         unacked = await self._management_unacked(name)
         if unacked is None:
             consumer = self._consumers.get(queue)
             # Prefetched but not yet taken is unacked at the broker too.
             unacked = len(consumer.holding) + consumer.buffer.qsize() if consumer else 0
-        return QueueStats(depth=int(result.message_count or 0), in_flight=unacked)
+        return QueueStats(depth=int(declared.message_count or 0), in_flight=unacked)
 
     async def _management_unacked(self, name: str) -> int | None:
         """Unacked count from the management API, or None where it does not answer."""
@@ -381,7 +383,7 @@ class RabbitMQTransport:
             return None
 
     async def close(self) -> None:
-        conn, self._conn, self._pub = self._conn, None, None
+        conn, self._conn, self._pub, self._stats_ch = self._conn, None, None, None
         self._consumers.clear()
         self._delay_exchanges.clear()
         if conn is not None:
