@@ -37,7 +37,9 @@ class Watcher:
     store: ResultStore
     read_supervisor: Callable[[], dict[str, Any]]
     clock: Callable[[], float] = time.monotonic
+    scrape: Callable[[str], Samples | None] = field(default=lambda url: scrape(url, timeout=1.0))
     _rates: Rates = field(default_factory=Rates)
+    _known: dict[Any, float] = field(default_factory=dict)
 
     async def report(self) -> dict[str, Any]:
         """One refresh: the same per-actor fields as ``asya status --json``, plus
@@ -66,17 +68,21 @@ class Watcher:
 
     async def _counters(self, rows: dict[str, dict[str, Any]]) -> dict[Any, float]:
         urls = [(name, url) for name, row in rows.items() for url in row["metrics"]]
-        found = await asyncio.gather(*(asyncio.to_thread(scrape, url, timeout=1.0)
-                                       for _, url in urls))
+        found = await asyncio.gather(*(asyncio.to_thread(self.scrape, url) for _, url in urls))
         counters: dict[Any, float] = {}
         for (name, url), samples in zip(urls, found, strict=True):
             for metric in (_SUCCEEDED, _FAILED):
-                counters[(name, url, metric)] = _actor_total(samples, metric, name)
+                key = (name, url, metric)
+                if samples is not None:
+                    counters[key] = _actor_total(samples, metric, name)
+                elif key in self._known:  # a scrape that timed out: no news, not a reset
+                    counters[key] = self._known[key]
+        self._known = counters
         return counters
 
 
-def _actor_total(samples: Samples | None, metric: str, actor: str) -> float:
-    return total(samples or {}, metric).get(actor, 0.0)
+def _actor_total(samples: Samples, metric: str, actor: str) -> float:
+    return total(samples, metric).get(actor, 0.0)
 
 
 def _sum(rates: dict[Any, float], actor: str, metric: str) -> float | None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from asya_agents.envelope import Envelope, Hop
 from asya_agents.observe.paths import describe_path, hop_timings, render_paths
-from asya_agents.observe.scrape import Rates, parse_metrics, total
-from asya_agents.observe.watch import render
+from asya_agents.observe.scrape import Rates, Samples, parse_metrics, total
+from asya_agents.observe.watch import Watcher, render
+from asya_agents.stores import SQLiteResultStore
+from asya_agents.transports import Outgoing
+from asya_agents.transports.embedded import EmbeddedTransport
 
 EXPOSITION = """\
 # HELP asya_envelopes_failed_total Hops that failed, by reason
@@ -74,3 +78,38 @@ def test_the_live_view_shows_rates_once_known() -> None:
         ["judge", "7", "2", "1", "3", "12.5", "0.5"]
     assert upload.count("–") == 2
     assert "succeeded 10 (2.0/s), failed 1 (–/s)" in text
+
+
+async def test_watcher_rates_come_from_successive_scrapes(tmp_path: Path) -> None:
+    # Given a queue with 2 ready messages, one replica of `judge` and a clock we move
+    transport = EmbeddedTransport(tmp_path / "q.db")
+    await transport.ensure_queues(["judge"])
+    await transport.send([Outgoing("judge", b"{}"), Outgoing("judge", b"{}")])
+    store = SQLiteResultStore(tmp_path / "results.db")
+    url = "http://replica/metrics"
+    pages: list[Samples | None] = [
+        parse_metrics('asya_envelopes_succeeded_total{actor="judge"} 10\n'),
+        parse_metrics('asya_envelopes_succeeded_total{actor="judge"} 20\n'
+                      'asya_envelopes_failed_total{actor="judge",reason="timeout"} 4\n'),
+        None,  # the third scrape times out
+    ]
+    now = [100.0]
+    watcher = Watcher("m", "embedded", ["judge"], transport, store,
+                      lambda: {"actors": {"judge": {"replicas": 1, "metrics": [url]}}},
+                      clock=lambda: now[0], scrape=lambda _: pages.pop(0))
+    try:
+        # When it reports three times, 2 s apart
+        reports = []
+        for _ in range(3):
+            reports.append(await watcher.report())
+            now[0] += 2.0
+    finally:
+        await transport.close()
+        store.close()
+    rows = [r["actors"]["judge"] for r in reports]
+    # Then queue and replicas come from the transport and the supervisor
+    assert (rows[0]["depth"], rows[0]["replicas"]) == (2, 1)
+    # and throughput and errors are rates between scrapes; a failed scrape is no news
+    assert (rows[0]["throughput"], rows[0]["errors"]) == (None, None)
+    assert (rows[1]["throughput"], rows[1]["errors"]) == (5.0, 2.0)
+    assert (rows[2]["throughput"], rows[2]["errors"]) == (0.0, 0.0)
