@@ -132,6 +132,7 @@ class SQSTransport:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         max_receive_count: int = 20,
+        max_delay: int = _MAX_DELAY,
     ) -> None:
         self.mesh = mesh
         self.prefix = prefix
@@ -139,6 +140,9 @@ class SQSTransport:
         self.region = region
         self._keys = (access_key_id, secret_access_key)
         self.max_receive_count = max_receive_count
+        #: The longest single ``DelaySeconds`` (SQS allows 900); tests lower it to see
+        #: long delays served in steps without waiting a quarter of an hour.
+        self.max_delay = max_delay
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
@@ -236,9 +240,9 @@ class SQSTransport:
                 f"with attributes; {_ATTRIBUTE_ROOM} are kept for those): pass large data by URL"
             )
         seconds = math.ceil(max(delay, 0.0))
-        if seconds > _MAX_DELAY:
+        if seconds > self.max_delay:
             attrs[_DUE] = f"{time.time() + delay:.3f}"
-            seconds = _MAX_DELAY
+            seconds = self.max_delay
         entry: dict[str, Any] = {"MessageBody": text, "DelaySeconds": seconds}
         if attrs:
             entry["MessageAttributes"] = {k: {"DataType": "String", "StringValue": v}

@@ -261,3 +261,22 @@ async def test_a_message_that_keeps_coming_back_is_dead_lettered(harness: Harnes
         assert dead.body == b"crashes-everyone"
     finally:
         await t.delete_queues(["fragile"])
+
+
+async def test_a_delay_longer_than_one_broker_step_is_served_in_steps(harness: Harness) -> None:
+    # Given a delay the broker cannot give in one go: RabbitMQ's ladder has no 2.6 s
+    # class (2 s + 500 ms + 100 ms), and this SQS transport allows 1 s per step
+    t = await harness.transport(**({"max_delay": 1} if harness.kind == "sqs" else {}))
+    sent = time.monotonic()
+    await t.send([Outgoing("work", b"stepped", delay=2.6)])
+    # When a consumer polls through the first steps, it sees nothing early
+    await harness.pass_time(1.5)
+    assert await take(t, "work", 1, patience=1.0) == []
+    # Then the message arrives once, after the whole delay, counted as a first delivery
+    await harness.pass_time(1.2)
+    [d] = await take(t, "work", 1, patience=harness.patience)
+    assert d.body == b"stepped"
+    assert d.delivery_count == 1
+    if harness.clock is None:
+        assert time.monotonic() - sent >= 2.4
+    assert await t.receive("work", max_messages=1, wait=0.3, visibility=30) == []
