@@ -38,6 +38,7 @@ from asya_agents.k8s.render import (
     MeshLayout,
     Rendered,
     RenderOptions,
+    check_actor,
     queue_name,
     render_layout,
 )
@@ -175,9 +176,10 @@ class Operator:
             meta = body.get("metadata", {})
             if mesh_of(body, namespace) != mesh or meta.get("deletionTimestamp"):
                 continue
+            where = _where(namespace, meta["name"])
             try:
-                actor = parse_actor(_document(body), Path(_where(namespace, meta["name"])),
-                                    flavors)
+                actor = parse_actor(_document(body), Path(where), flavors)
+                check_actor(actor, where)
             except ManifestError:
                 continue
             actors[actor.name], bodies[actor.name] = actor, body

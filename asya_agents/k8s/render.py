@@ -52,6 +52,7 @@ __all__ = [
     "RenderOptions",
     "Rendered",
     "apply_overrides",
+    "check_actor",
     "render_layout",
     "render_mesh",
     "write_rendered",
@@ -100,7 +101,8 @@ class Rendered:
 # -- validation that the models cannot do (they do not know Kubernetes) -----------------
 
 
-def _check_actor(actor: AsyncActor, file: str) -> None:
+def check_actor(actor: AsyncActor, file: str) -> None:
+    """Refuse what the models accept but Kubernetes would not, naming the field."""
     spec = actor.spec
     if spec.scaling.minReplicaCount > spec.scaling.maxReplicaCount:
         raise ManifestError("must not exceed maxReplicaCount", file=file,
@@ -426,7 +428,7 @@ def trigger_authentication(options: RenderOptions) -> dict[str, Any]:
 def render_actor(actor: AsyncActor, mesh: str, options: RenderOptions, mesh_digest: str,
                  *, file: str = "") -> list[dict[str, Any]]:
     """Deployment and ScaledObject of one actor (flavors already merged)."""
-    _check_actor(actor, file or actor.name)
+    check_actor(actor, file or actor.name)
     spec = actor.spec
     env = _settings_env(options, store_required=False)
     env += [{"name": k, "value": v} for k, v in sorted(spec.env.items())]

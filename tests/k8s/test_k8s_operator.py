@@ -164,6 +164,18 @@ def test_a_kubernetes_level_error_is_reported(op: Operator, cluster: MemoryClust
     assert "spec.resources.limits.cpu" in conditions(status)["Valid"]["message"]
 
 
+def test_an_invalid_sibling_does_not_block_a_valid_actor(op: Operator,
+                                                         cluster: MemoryCluster) -> None:
+    # Given a sibling whose resources Kubernetes would refuse
+    cluster.add(actor("broken", resources={"limits": {"cpu": "lots"}}))
+    # When a valid actor of the same mesh is reconciled
+    conds = conditions(asyncio.run(create(op, cluster, actor("judge"))))
+    # Then it is deployed, and the mesh leaves the broken one out until it is fixed
+    assert conds["Ready"]["status"] == "True", conds
+    data = cluster.get("ConfigMap", "asya-mesh-pics")["data"]  # type: ignore[index]
+    assert "name: judge" in data["actors.yaml"] and "name: broken" not in data["actors.yaml"]
+
+
 def test_an_unreachable_broker_is_reported(cluster: MemoryCluster) -> None:
     def no_broker(mesh: str) -> Transport:
         # a real transport, pointed at a broker port where nothing listens
@@ -292,3 +304,17 @@ def test_queues_are_declared_on_rabbitmq(cluster: MemoryCluster) -> None:
 
     for name in ("judge", "happy-end", "error-end"):
         asyncio.run(exists_then_delete(f"asya-{mesh}-{name}"))
+
+
+def test_kopf_body_and_patch_work_as_kopf_passes_them(op: Operator,
+                                                      cluster: MemoryCluster) -> None:
+    # Given the objects kopf itself hands a handler
+    kopf = pytest.importorskip("kopf")
+    stored = cluster.add(actor("judge", scaling={"maxReplicaCount": 3}))
+    patch = kopf.Patch()
+    # When the handler runs
+    asyncio.run(on_actor(op, body=kopf.Body(stored), namespace=NS, name="judge",
+                         patch=patch, logger=None, reason="create"))
+    # Then kopf's patch carries the status, and the objects were applied
+    assert conditions(dict(patch)["status"])["Ready"]["status"] == "True"
+    assert cluster.get("ScaledObject", "judge")["spec"]["maxReplicaCount"] == 3  # type: ignore[index]
