@@ -68,7 +68,7 @@ class Enhancer:
         size: int = 1024,
         max_batch: int = 8,
         compile: bool | None = None,
-        compile_mode: str = "max-autotune",
+        compile_mode: str = "max-autotune-no-cudagraphs",
         compile_vae: bool = True,
         channels_last: bool = True,
         fuse_qkv: bool = True,

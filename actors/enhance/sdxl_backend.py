@@ -10,7 +10,10 @@ switched off in ``spec.config``:
   upcast), with the pixels converted to ``uint8`` on the device;
 - channels-last memory, fused QKV projections, PyTorch SDPA attention, cuDNN autotuning;
 - ``torch.compile`` of the UNet and of the VAE decoder, with batches padded to
-  ``max_batch`` so that the compiled graphs see one shape and never recompile;
+  ``max_batch`` so that the compiled graphs see one shape and never recompile. The
+  default mode autotunes kernels but records no CUDA graphs: batches arrive on the
+  handler's worker threads, and CUDA graph trees are kept per thread (at batch 8 and
+  1024x1024 the GPU is busy enough that launch overhead is small anyway);
 - a lock around the device work only, so with ``concurrency: 2`` one batch decodes and
   encodes images on the CPU while the other runs on the GPU.
 
@@ -28,7 +31,7 @@ from PIL import Image
 
 from asya_agents.errors import ConfigError
 
-__all__ = ["SDXLBackend", "SDXLOptions", "import_torch_diffusers"]
+__all__ = ["SDXLBackend", "SDXLOptions", "import_torch_diffusers", "load_pipeline"]
 
 INSTALL_HINT = "the sdxl backend needs torch and diffusers: pip install 'asya-agents[enhance]'"
 DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16",
@@ -56,7 +59,7 @@ class SDXLOptions:
     size: int = 1024
     max_batch: int = 8
     compile: bool | None = None
-    compile_mode: str = "max-autotune"
+    compile_mode: str = "max-autotune-no-cudagraphs"
     compile_vae: bool = True
     channels_last: bool = True
     fuse_qkv: bool = True
@@ -70,7 +73,7 @@ class SDXLBackend:
     name = "sdxl"
 
     def __init__(self, options: SDXLOptions) -> None:
-        self.torch, diffusers = import_torch_diffusers()
+        self.torch, _ = import_torch_diffusers()
         torch = self.torch
         self.o = options
         self.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,7 +81,7 @@ class SDXLBackend:
         on_gpu = self.device.startswith("cuda")
         self.compiled = on_gpu if options.compile is None else options.compile
         self.pad = self.compiled if options.pad_batches is None else options.pad_batches
-        self.pipe = _load(diffusers.StableDiffusionXLImg2ImgPipeline, options, self.dtype)
+        self.pipe = load_pipeline(options, self.dtype)
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._lock = threading.Lock()
@@ -106,15 +109,16 @@ class SDXLBackend:
             pipe.vae.to(torch.float32)  # SDXL's VAE overflows in fp16; bf16 does not
         self._decode = pipe.vae.decode
         if self.compiled:
-            inductor = torch._inductor.config
+            import torch._inductor.config as inductor
+
             inductor.conv_1x1_as_mm = True
             inductor.coordinate_descent_tuning = True
             inductor.epilogue_fusion = False
             inductor.coordinate_descent_check_all_directions = True
+            # fullgraph: a graph break in the UNet would cost speed silently; fail instead.
             pipe.unet = torch.compile(pipe.unet, mode=self.o.compile_mode, fullgraph=True)
             if self.o.compile_vae:
-                self._decode = torch.compile(pipe.vae.decode, mode=self.o.compile_mode,
-                                             fullgraph=True)
+                self._decode = torch.compile(pipe.vae.decode, mode=self.o.compile_mode)
 
     def warmup(self) -> None:
         """One full batch at startup, so compilation happens before the first message."""
@@ -209,13 +213,16 @@ def _dtype(torch: Any, name: str, device: str) -> Any:
     return getattr(torch, DTYPES[name])
 
 
-def _load(pipeline_cls: Any, o: SDXLOptions, dtype: Any) -> Any:
+def load_pipeline(o: SDXLOptions, dtype: Any) -> Any:
+    """``StableDiffusionXLImg2ImgPipeline.from_pretrained(o.model)`` in ``dtype``, or a
+    :class:`ConfigError` that names the model and the ways to provide it."""
+    _, diffusers = import_torch_diffusers()
     from diffusers.pipelines import pipeline_utils
 
     # diffusers renamed torch_dtype to dtype; the old name warns in newer releases.
     dtype_key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
     try:
-        return pipeline_cls.from_pretrained(
+        return diffusers.StableDiffusionXLImg2ImgPipeline.from_pretrained(
             o.model, variant=o.variant, add_watermarker=False,
             local_files_only=o.local_files_only, **{dtype_key: dtype})
     except Exception as exc:
