@@ -47,7 +47,8 @@ TINY: dict[str, Any] = {
                        "num_attention_heads": 4, "projection_dim": 32},
 }
 
-# stabilityai/stable-diffusion-xl-base-1.0's architecture (about 3.5 B parameters).
+# stabilityai/stable-diffusion-xl-base-1.0's architecture: 2.57 B (UNet) + 84 M (VAE) +
+# 123 M + 695 M (text encoders) parameters, as in the released checkpoint.
 FULL: dict[str, Any] = {
     "unet": {
         "block_out_channels": (320, 640, 1280),
@@ -70,12 +71,13 @@ FULL: dict[str, Any] = {
         "norm_num_groups": 32,
         "sample_size": 1024,
     },
+    # CLIP's vocabulary size, so parameter counts match; the byte tokenizer uses 514 ids.
     "text_encoder": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
                      "num_attention_heads": 12, "projection_dim": 768,
-                     "hidden_act": "quick_gelu"},
+                     "hidden_act": "quick_gelu", "vocab_size": 49408},
     "text_encoder_2": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
                        "num_attention_heads": 20, "projection_dim": 1280,
-                       "hidden_act": "gelu"},
+                       "hidden_act": "gelu", "vocab_size": 49408},
 }
 
 
@@ -125,10 +127,11 @@ def build_random_sdxl(arch: dict[str, Any] | str = "tiny", *, seed: int = 0,
         vae = d.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
                             scaling_factor=0.13025, force_upcast=True, **cfg["vae"])
         text = {
-            name: CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=77,
+            name: CLIPTextConfig(**{"vocab_size": len(tokenizer), **cfg[name]},
+                                 max_position_embeddings=77,
                                  bos_token_id=tokenizer.bos_token_id,
                                  eos_token_id=tokenizer.eos_token_id,
-                                 pad_token_id=tokenizer.pad_token_id, **cfg[name])
+                                 pad_token_id=tokenizer.pad_token_id)
             for name in ("text_encoder", "text_encoder_2")
         }
         encoder = CLIPTextModel(text["text_encoder"])
