@@ -49,6 +49,7 @@ URL = "amqp://guest:guest@127.0.0.1:5672/"
 MESH = ROOT / "bench" / "meshes" / "trio"
 STEPS = ["first", "second", "third"]
 PREFETCH = 32  # the trio mesh's concurrency
+QUEUE_TYPE = "quorum"  # as the mesh's queues: the same durability
 RUN = uuid.uuid4().hex[:8]
 
 
@@ -145,7 +146,8 @@ async def raw_hop(hop: int, run: str) -> None:
     conn = await aio_pika.connect_robust(URL)
     channel = await conn.channel(publisher_confirms=True)
     await channel.set_qos(prefetch_count=PREFETCH)
-    inbox = await channel.declare_queue(f"bench-raw-{run}-{hop}", durable=True)
+    inbox = await channel.declare_queue(f"bench-raw-{run}-{hop}", durable=True,
+                                        arguments={"x-queue-type": QUEUE_TYPE})
     target = f"bench-raw-{run}-{hop + 1}"
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -180,7 +182,8 @@ async def _declare_raw() -> None:
     conn = await aio_pika.connect(URL)
     channel = await conn.channel()
     for hop in (1, 2, 3, 4):
-        await channel.declare_queue(raw_queue(hop), durable=True)
+        await channel.declare_queue(raw_queue(hop), durable=True,
+                                    arguments={"x-queue-type": QUEUE_TYPE})
     await conn.close()
 
 
