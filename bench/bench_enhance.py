@@ -15,6 +15,7 @@ throughput depends on shapes, not values; both sides load it with ``from_pretrai
   last result recorded by happy-end, after one warm-up round through the queue.
 
     python bench/bench_enhance.py                  # a CUDA GPU; the reference run
+    python bench/bench_enhance.py --ablation       # plus the actor without compile
     python bench/bench_enhance.py --model /models/sdxl-base
     python bench/bench_enhance.py --tiny           # CPU: tiny random SDXL, 64x64, 2 steps
 
@@ -66,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="no torch.compile")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--no-fuse-qkv", action="store_true")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run the actor with batching alone (no compile) for the table")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
     tiny = args.tiny
@@ -146,8 +149,8 @@ def run_naive(args: argparse.Namespace, model: str, device: str, dtype: Any,
     return args.naive_images / (time.perf_counter() - started)
 
 
-def write_mesh(folder: Path, args: argparse.Namespace, model: str, device: str) -> Path:
-    compile_ = not args.no_compile and device.startswith("cuda")
+def write_mesh(folder: Path, args: argparse.Namespace, model: str, device: str,
+               *, compile_: bool) -> Path:
     config = {
         "backend": "sdxl", "model": model, "device": device, "size": args.size,
         "steps": args.steps, "strength": args.strength, "guidance": args.guidance,
@@ -239,20 +242,28 @@ def main() -> None:
         naive = run_naive(args, model, device, dtype, photos)
         free(device)  # the baseline's pipeline is gone once run_naive returns
         print(f"naive per-image loop: {naive:.3f} images/s")
-        actor, biggest = run_actor(args, write_mesh(tmp / "mesh", args, model, device), photos)
-    ratio = actor / naive
-    rows = [("naive diffusers loop (batch 1)", 1, args.naive_images, naive, 1.0),
-            (f"enhance actor via queue (batch {args.batch})", biggest, args.images, actor, ratio)]
+        rows = [("naive diffusers loop (batch 1)", 1, args.naive_images, naive)]
+        compiled = not args.no_compile and device.startswith("cuda")
+        variants = [(False, "batching only")] if args.ablation and compiled else []
+        variants.append((compiled, "compiled" if compiled else "batching"))
+        for compile_, label in variants:
+            mesh = write_mesh(tmp / f"mesh-{label.replace(' ', '-')}", args, model, device,
+                              compile_=compile_)
+            rate, biggest = run_actor(args, mesh, photos)
+            free(device)
+            print(f"enhance actor ({label}): {rate:.3f} images/s")
+            rows.append((f"enhance actor via queue, {label}", biggest, args.images, rate))
     print(f"\n{gpu}, {args.size}x{args.size}, {args.steps} steps x strength {args.strength}, "
-          f"CFG {args.guidance:g}, {dtype_name}, compile "
-          f"{'off' if args.no_compile or device == 'cpu' else args.compile_mode}")
+          f"CFG {args.guidance:g}, {dtype_name}, compile mode "
+          f"{args.compile_mode if compiled else 'off'}, concurrency {args.concurrency}")
     print(f"{'path':44} {'max batch':>9} {'images':>7} {'images/s':>9} {'ratio':>6}")
-    for name, size, count, rate, r in rows:
-        print(f"{name:44} {size:>9} {count:>7} {rate:>9.3f} {r:>5.2f}x")
+    for name, size, count, rate in rows:
+        print(f"{name:44} {size:>9} {count:>7} {rate:>9.3f} {rate / naive:>5.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "device": gpu, "naive_images_per_s": naive, "actor_images_per_s": actor,
-            "ratio": ratio, "args": vars(args)}, indent=2))
+            "device": gpu, "rows": [dict(zip(("path", "max_batch", "images", "images_per_s"),
+                                             row, strict=True)) for row in rows],
+            "args": vars(args)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -113,19 +113,42 @@ def build_random_sdxl(arch: dict[str, Any] | str = "tiny", *, seed: int = 0,
     (a GPU builds the full-size model in seconds where a CPU takes minutes)."""
     import diffusers
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     d: Any = diffusers  # diffusers' constructors are untyped
-
     cfg = {"tiny": TINY, "full": FULL}[arch] if isinstance(arch, str) else arch
     tokenizer = byte_level_clip_tokenizer()
     torch.manual_seed(seed)
-    with torch.device(device or "cpu"):
+    default_dtype = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)  # weights born in dtype: half the peak memory
+    try:
+        modules = _modules(cfg, tokenizer, device or "cpu")
+    finally:
+        torch.set_default_dtype(default_dtype)
+    scheduler = d.EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading", prediction_type="epsilon")
+    pipe = d.StableDiffusionXLImg2ImgPipeline(
+        **modules, tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler,
+        requires_aesthetics_score=False, force_zeros_for_empty_prompt=True,
+        add_watermarker=False)
+    return pipe
+
+
+def _modules(cfg: dict[str, Any], tokenizer: Any, device: str) -> dict[str, Any]:
+    """The UNet, the VAE and both text encoders, with random weights, on ``device``."""
+    import diffusers
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    d: Any = diffusers
+
+    with torch.device(device):
         unet = d.UNet2DConditionModel(
             in_channels=4, out_channels=4, addition_embed_type="text_time",
             use_linear_projection=True, **cfg["unet"])
         vae = d.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                            scaling_factor=0.13025, force_upcast=True, **cfg["vae"])
+                              scaling_factor=0.13025, force_upcast=True, **cfg["vae"])
         text = {
             name: CLIPTextConfig(**{"vocab_size": len(tokenizer), **cfg[name]},
                                  max_position_embeddings=77,
@@ -134,18 +157,8 @@ def build_random_sdxl(arch: dict[str, Any] | str = "tiny", *, seed: int = 0,
                                  pad_token_id=tokenizer.pad_token_id)
             for name in ("text_encoder", "text_encoder_2")
         }
-        encoder = CLIPTextModel(text["text_encoder"])
-        encoder_2 = CLIPTextModelWithProjection(text["text_encoder_2"])
-    scheduler = d.EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-        timestep_spacing="leading", prediction_type="epsilon")
-    pipe = d.StableDiffusionXLImg2ImgPipeline(
-        vae=vae, text_encoder=encoder, text_encoder_2=encoder_2, tokenizer=tokenizer,
-        tokenizer_2=tokenizer, unet=unet, scheduler=scheduler, requires_aesthetics_score=False,
-        force_zeros_for_empty_prompt=True, add_watermarker=False)
-    if dtype is not None:
-        pipe.to(dtype=dtype)
-    return pipe
+        return {"unet": unet, "vae": vae, "text_encoder": CLIPTextModel(text["text_encoder"]),
+                "text_encoder_2": CLIPTextModelWithProjection(text["text_encoder_2"])}
 
 
 def save_random_sdxl(folder: str | Path, arch: dict[str, Any] | str = "tiny",
