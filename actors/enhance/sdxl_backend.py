@@ -113,9 +113,10 @@ class SDXLBackend:
             import torch._inductor.config as inductor
 
             inductor.conv_1x1_as_mm = True
-            inductor.coordinate_descent_tuning = True
             inductor.epilogue_fusion = False
-            inductor.coordinate_descent_check_all_directions = True
+            if "max-autotune" in self.o.compile_mode:  # more tuning, minutes more compiling
+                inductor.coordinate_descent_tuning = True
+                inductor.coordinate_descent_check_all_directions = True
             # fullgraph: a graph break in the UNet would cost speed silently; fail instead.
             pipe.unet = torch.compile(pipe.unet, mode=self.o.compile_mode, fullgraph=True)
             if self.o.compile_vae:
