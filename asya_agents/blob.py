@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -129,6 +130,7 @@ class BlobStore:
     def __init__(self, settings: BlobSettings | None = None) -> None:
         self.settings = settings or BlobSettings()
         self._s3: Any = None
+        self._lock = threading.Lock()  # actors call from several worker threads
 
     # -- public operations --------------------------------------------------------------
 
@@ -184,27 +186,31 @@ class BlobStore:
     # -- S3 ------------------------------------------------------------------------
 
     def _client(self, url: str) -> Any:
-        if self._s3 is None:
-            try:
-                from botocore.config import Config
-                from botocore.session import get_session
-            except ImportError as exc:
-                raise BlobError(f"{S3_HINT} ({exc})", url=url) from exc
-            s = self.settings
-            self._s3 = get_session().create_client(
-                "s3",
-                region_name=s.region,
-                endpoint_url=s.endpoint_url,
-                aws_access_key_id=s.access_key_id,
-                aws_secret_access_key=s.secret_access_key,
-                config=Config(
-                    s3={"addressing_style": "path"} if s.endpoint_url else {},
-                    # One attempt: retrying is the runtime's policy, not a hidden loop here.
-                    retries={"mode": "standard", "total_max_attempts": 1},
-                    connect_timeout=10, read_timeout=60,
-                ),
-            )
-        return self._s3
+        with self._lock:
+            if self._s3 is None:
+                self._s3 = self._new_client(url)
+            return self._s3
+
+    def _new_client(self, url: str) -> Any:
+        try:
+            from botocore.config import Config
+            from botocore.session import get_session
+        except ImportError as exc:
+            raise BlobError(f"{S3_HINT} ({exc})", url=url) from exc
+        s = self.settings
+        return get_session().create_client(
+            "s3",
+            region_name=s.region,
+            endpoint_url=s.endpoint_url,
+            aws_access_key_id=s.access_key_id,
+            aws_secret_access_key=s.secret_access_key,
+            config=Config(
+                s3={"addressing_style": "path"} if s.endpoint_url else {},
+                # One attempt: retrying is the runtime's policy, not a hidden loop here.
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=10, read_timeout=60,
+            ),
+        )
 
     def _s3_call(self, url: str, op: str, *, dst_url: str | None = None, **kwargs: Any) -> Any:
         client = self._client(url)
@@ -214,9 +220,10 @@ class BlobStore:
             raise _translate(exc, url, op, dst_url) from exc
 
     def close(self) -> None:
-        if self._s3 is not None:
-            self._s3.close()
-            self._s3 = None
+        with self._lock:
+            if self._s3 is not None:
+                self._s3.close()
+                self._s3 = None
 
 
 _MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
