@@ -296,6 +296,36 @@ def run_celery(count: int) -> dict[str, float]:
 # -- report -------------------------------------------------------------------------------
 
 
+def broker_cpu() -> float:
+    """CPU seconds RabbitMQ's VM has used so far (0 where it cannot be read)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            if "(beam.smp" in fields[0]:
+                ticks = fields[1].split()
+                return (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return 0.0
+
+
+def measured(run: Any, count: int) -> dict[str, float]:
+    """``run(count)`` plus CPU ms per message: the system's own processes (children of
+    this one, reaped when it stops them) and the broker's."""
+    import resource
+
+    def children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    before, broker_before = children(), broker_cpu()
+    row: dict[str, float] = run(count)
+    row["cpu"] = (children() - before) * 1000 / count
+    row["broker_cpu"] = (broker_cpu() - broker_before) * 1000 / count
+    return row
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
@@ -316,25 +346,28 @@ def main() -> None:
              "--without-mingle", "--without-heartbeat"])
         return
     if args.only:
-        row = {"mesh": run_mesh, "raw": run_raw, "celery": run_celery}[args.only](args.count)
+        row = measured({"mesh": run_mesh, "raw": run_raw, "celery": run_celery}[args.only],
+                       args.count)
         print(f"{args.only}: {row['rate']:.0f} msg/s, p50 {row['p50'] * 1000:.0f} ms, "
-              f"p99 {row['p99'] * 1000:.0f} ms")
+              f"p99 {row['p99'] * 1000:.0f} ms, CPU {row['cpu']:.2f} ms/msg, broker CPU "
+              f"{row['broker_cpu']:.2f} ms/msg")
         return
     rows: dict[str, list[dict[str, float]]] = {"mesh": [], "raw": [], "celery": []}
     for _ in range(args.rounds):  # interleaved, so a busy moment hits every system
-        rows["raw"].append(run_raw(args.count))
-        rows["celery"].append(run_celery(args.count))
-        rows["mesh"].append(run_mesh(args.count))
+        rows["raw"].append(measured(run_raw, args.count))
+        rows["celery"].append(measured(run_celery, args.count))
+        rows["mesh"].append(measured(run_mesh, args.count))
     raw, celery, mesh = (max(rows[k], key=lambda r: r["rate"])
                          for k in ("raw", "celery", "mesh"))
     print(f"\n{args.count} messages, 3 hops, RabbitMQ 127.0.0.1, {os.cpu_count()} cores, "
           f"best of {args.rounds} interleaved rounds")
-    print(f"{'system':<36}{'msg/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'system':<36}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}"
+          f"{'broker ms/msg':>15}")
     for name, row in (("asya mesh (rabbitmq transport)", mesh),
                       ("raw aio-pika 3 processes, confirms", raw),
                       ("Celery chain, acks_late, 3 procs", celery)):
-        print(f"{name:<36}{row['rate']:>10.0f}{row['p50'] * 1000:>10.1f}"
-              f"{row['p99'] * 1000:>10.1f}")
+        print(f"{name:<36}{row['rate']:>8.0f}{row['p50'] * 1000:>9.0f}"
+              f"{row['p99'] * 1000:>9.0f}{row['cpu']:>12.2f}{row['broker_cpu']:>15.2f}")
     vs_raw, vs_celery = mesh["rate"] / raw["rate"], mesh["rate"] / celery["rate"]
     print(f"mesh / raw aio-pika: {vs_raw:.2f}x (goal >= 0.9x: "
           f"{'met' if vs_raw >= 0.9 else 'NOT met'})")

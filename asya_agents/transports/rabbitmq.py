@@ -147,6 +147,8 @@ class RabbitMQTransport:
 
     async def _channel(self) -> AbstractChannel:
         """The publishing channel (publisher confirms on), connecting on first use."""
+        if self._pub is not None:
+            return self._pub
         async with self._lock:
             if self._conn is None:
                 try:
@@ -223,8 +225,11 @@ class RabbitMQTransport:
         if not items:
             return
         try:
-            await asyncio.gather(*(self._publish(key, body, headers)
-                                   for key, body, headers in items))
+            if len(items) == 1:
+                await self._publish(*items[0])
+            else:
+                await asyncio.gather(*(self._publish(key, body, headers)
+                                       for key, body, headers in items))
         except DeliveryError as exc:
             raise TransportError(f"RabbitMQ refused a message (no such queue?): {exc}") \
                 from exc
@@ -265,11 +270,14 @@ class RabbitMQTransport:
         deadline = time.monotonic() + wait
         got: list[Delivery] = []
         while not got:
-            left = deadline - time.monotonic()
-            try:
-                first = await asyncio.wait_for(consumer.buffer.get(), max(left, 0.001))
-            except TimeoutError:
-                return got
+            if consumer.buffer.empty():
+                left = deadline - time.monotonic()
+                try:
+                    first = await asyncio.wait_for(consumer.buffer.get(), max(left, 0.001))
+                except TimeoutError:
+                    return got
+            else:
+                first = consumer.buffer.get_nowait()
             batch = [first]
             while len(batch) < max_messages and not consumer.buffer.empty():
                 batch.append(consumer.buffer.get_nowait())

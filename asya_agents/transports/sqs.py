@@ -63,6 +63,8 @@ _DUE = "asya-due"
 _PRIOR = "asya-receives"
 _ENCODING = "asya-encoding"
 _GATHER = 0.005
+#: A stepped delay is delivered this early at most (SQS delays are whole seconds).
+_EARLY = 0.1
 _FOREIGN = (BotoCoreError, ClientError, OSError, asyncio.TimeoutError)
 
 
@@ -96,20 +98,25 @@ class _Batcher:
     async def _flush(self, url: str) -> None:
         await asyncio.sleep(_GATHER)
         while self._pending.get(url):
-            batch, self._pending[url] = self._pending[url][:10], self._pending[url][10:]
-            entries = [{**entry, "Id": str(i)} for i, (entry, _) in enumerate(batch)]
-            try:
-                reply = await self._call(url, entries)
-            except TransportError as exc:
-                for _, future in batch:
-                    future.set_exception(exc)
+            taken, self._pending[url] = self._pending[url], []
+            await asyncio.gather(*(self._send(url, taken[i:i + 10])
+                                   for i in range(0, len(taken), 10)))
+
+    async def _send(self, url: str, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]
+                    ) -> None:
+        entries = [{**entry, "Id": str(i)} for i, (entry, _) in enumerate(batch)]
+        try:
+            reply = await self._call(url, entries)
+        except TransportError as exc:
+            reply = {"Failed": [{"Id": str(i), "Message": str(exc)} for i in range(len(batch))]}
+        failed = {f["Id"]: f.get("Message", "failed") for f in reply.get("Failed") or []}
+        for i, (_, future) in enumerate(batch):
+            if future.done():  # its caller was cancelled
                 continue
-            failed = {f["Id"]: f.get("Message", "failed") for f in reply.get("Failed") or []}
-            for i, (_, future) in enumerate(batch):
-                if str(i) in failed:
-                    future.set_exception(TransportError(f"SQS refused an entry: {failed[str(i)]}"))
-                else:
-                    future.set_result(None)
+            if str(i) in failed:
+                future.set_exception(TransportError(f"SQS refused an entry: {failed[str(i)]}"))
+            else:
+                future.set_result(None)
 
     async def drain(self) -> None:
         if self._tasks:
@@ -281,7 +288,7 @@ class SQSTransport:
         if attrs.get(_ENCODING) == "base64":
             body = base64.b64decode(body)
         due = float(attrs.get(_DUE, 0) or 0)
-        if due - time.time() > 0.5:
+        if due - time.time() > _EARLY:
             await self._repark(queue, body, due, token)
             return None
         receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
