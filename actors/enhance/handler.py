@@ -160,7 +160,7 @@ class Enhancer:
                                        [p["settings"] for p in plans]))
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for index, plan in enumerate(plans):
-            groups[plan["settings"].key()].append(index)
+            groups[plan["settings"].diffusion_key()].append(index)
         out: list[Any] = [None] * len(images)
         for indices in groups.values():
             s = plans[indices[0]]["settings"]

@@ -56,9 +56,11 @@ class EnhanceSettings:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def key(self) -> tuple[Any, ...]:
-        """Images with equal keys can share one pipeline call."""
-        return dataclasses.astuple(self)
+    def diffusion_key(self) -> tuple[Any, ...]:
+        """Images with equal keys can share one SDXL pipeline call (the classical
+        settings play no part in it)."""
+        return (self.prompt, self.negative_prompt, self.strength, self.steps, self.guidance,
+                self.seed)
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(EnhanceSettings))

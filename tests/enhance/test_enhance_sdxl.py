@@ -84,7 +84,7 @@ def test_different_settings_in_one_batch_split_into_groups(enhancer: Enhancer,
         out = enhancer.enhance_batch([
             {"image_url": photos[0]},
             {"image_url": photos[1], "enhance_settings": {"strength": 0.9}},
-            {"image_url": photos[2]},
+            {"image_url": photos[2], "enhance_settings": {"exposure": 0.6}},  # not SDXL's
         ])
     finally:
         enhancer.backend.pipe = spy.pipe
