@@ -22,6 +22,7 @@ backend's device lock.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections import defaultdict
@@ -76,6 +77,7 @@ class Enhancer:
         warmup: bool | None = None,
         output_suffix: str = ".enhanced.png",
         output_location: str | None = None,
+        classical_finish: bool = False,
         io_threads: int = 4,
     ) -> None:
         if backend not in ("pillow", "sdxl"):
@@ -95,6 +97,7 @@ class Enhancer:
             sharpen=sharpen)
         self.output_suffix = output_suffix
         self.output_location = output_location
+        self.classical_finish = classical_finish and backend == "sdxl"
         self.blobs = BlobStore()
         self._pool = ThreadPoolExecutor(max(io_threads, 1), thread_name_prefix="enhance-io")
         self.backend: Any = None
@@ -168,7 +171,17 @@ class Enhancer:
             steps = [f"sdxl img2img strength {s.strength:g}, {s.steps} steps, cfg {s.guidance:g}"]
             for i, image in zip(indices, done, strict=True):
                 out[i] = (image, steps)
+        if self.classical_finish:
+            out = list(self._pool.map(self._finish, out, plans))
         return out
+
+    def _finish(self, done: tuple[Image.Image, list[str]],
+                plan: dict[str, Any]) -> tuple[Image.Image, list[str]]:
+        """The classical steps after diffusion, at their configured amounts (``strength``
+        is the diffusion's here), so a judge's exposure or saturation changes count."""
+        classical = dataclasses.replace(plan["settings"], strength=1.0)
+        image, steps = pillow_backend.enhance_image(done[0], classical)
+        return image, done[1] + steps
 
     def _save(self, output: tuple[Image.Image, list[str]], url: str) -> None:
         image = output[0]

@@ -112,3 +112,11 @@ def test_a_model_that_cannot_be_loaded_is_a_startup_error(tmp_path: Path) -> Non
     with pytest.raises(HandlerError, match=re.escape("Enhancer(**spec.config) raised")):
         load_handler("actors.enhance.handler.Enhancer.enhance_batch",
                      config={"model": "nobody/missing-sdxl", "local_files_only": True, **TINY})
+
+
+def test_classical_finish_follows_diffusion(tiny_sdxl_path: Path, photos: list[str]) -> None:
+    finishing = Enhancer(model=str(tiny_sdxl_path), classical_finish=True, **TINY)
+    out = finishing.enhance({"image_url": photos[0],
+                             "enhance_settings": {"saturation": 1.5}})
+    steps = out["enhancement"]["steps"]
+    assert steps[0].startswith("sdxl img2img") and "saturation x1.50" in steps
