@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check bench-mesh clean k8s-generate
+.PHONY: install lint typecheck test check bench-mesh bench-brokers clean k8s-generate
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
 # constraints.txt pins what a fresh resolve would otherwise backtrack on.
@@ -27,6 +27,10 @@ check: lint typecheck test
 
 bench-mesh:
 	$(PY) bench/bench_mesh.py
+
+# The mesh on RabbitMQ beside raw aio-pika and a Celery chain (needs RabbitMQ on :5672).
+bench-brokers:
+	$(PY) bench/bench_brokers.py
 
 # Generated Kubernetes files (tests fail while they differ): after changing the manifest
 # models or a mesh that deploy/overlays renders.
