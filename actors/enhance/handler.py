@@ -197,7 +197,7 @@ class Enhancer:
         enhancement = {
             **self.describe(),
             "settings": plan["settings"].as_dict(),
-            "steps": steps,
+            "applied": steps,
             "review_notes_applied": plan["notes"],
             "attempt": int(previous.get("attempt", 0)) + 1 if isinstance(previous, dict) else 1,
             "batch_size": batch,

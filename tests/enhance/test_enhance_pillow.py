@@ -57,7 +57,7 @@ def test_a_dull_photo_gets_brighter_more_saturated_and_sharper(tmp_path: Path) -
     e = out["enhancement"]
     assert e["backend"] == "pillow" and e["attempt"] == 1 and e["batch_size"] == 1
     assert e["settings"]["strength"] == 1.0
-    assert [s.split()[0] for s in e["steps"]] == ["white", "levels", "contrast", "saturation",
+    assert [s.split()[0] for s in e["applied"]] == ["white", "levels", "contrast", "saturation",
                                                    "unsharp"]
 
 

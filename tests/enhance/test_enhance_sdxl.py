@@ -54,7 +54,7 @@ def test_from_pretrained_path_enhances_and_writes_beside(enhancer: Enhancer,
         assert after.size == before.size  # back to the photo's own size
     e = out["enhancement"]
     assert e["backend"] == "sdxl" and e["dtype"] == "float32" and e["device"] == "cpu"
-    assert e["steps"] == ["sdxl img2img strength 0.5, 2 steps, cfg 5"]
+    assert e["applied"] == ["sdxl img2img strength 0.5, 2 steps, cfg 5"]
     assert e["settings"]["prompt"].startswith("professional food photography")
 
 
@@ -118,5 +118,5 @@ def test_classical_finish_follows_diffusion(tiny_sdxl_path: Path, photos: list[s
     finishing = Enhancer(model=str(tiny_sdxl_path), classical_finish=True, **TINY)
     out = finishing.enhance({"image_url": photos[0],
                              "enhance_settings": {"saturation": 1.5}})
-    steps = out["enhancement"]["steps"]
+    steps = out["enhancement"]["applied"]
     assert steps[0].startswith("sdxl img2img") and "saturation x1.50" in steps
