@@ -22,7 +22,7 @@ from collections.abc import Callable
 from asya_agents.errors import TransportError
 from asya_agents.resiliency.adaptive import AdaptiveLimit
 from asya_agents.resiliency.breaker import CircuitBreaker
-from asya_agents.resiliency.limiter import TokenBucket
+from asya_agents.resiliency.limiter import TokenBucket, refill
 from asya_agents.resiliency.throttle import ThrottleMarks
 from asya_agents.runtime import Admission
 
@@ -32,6 +32,8 @@ log = logging.getLogger("asya.resiliency")
 
 #: Longest nap between looks at the clock: an injected clock moves without us.
 _NAP = 0.2
+#: Seconds of calls a replica's own pace lets through at once.
+_PACE_BURST = 0.1
 #: How long one throttling event keeps the actor marked rate-limited.
 _MARK_FOR = 10.0
 
@@ -60,6 +62,7 @@ class ResilientAdmission(Admission):
         self._clock = clock
         self._marked_until = 0.0
         self._paused_until = 0.0
+        self._pace_tokens, self._pace_stamp = 1.0, clock()
 
     def limit(self, concurrency: int) -> int:
         if self.adaptive is not None:
@@ -77,24 +80,49 @@ class ResilientAdmission(Admission):
     async def acquire(self, want: int, stop: asyncio.Event) -> int:
         if self.breaker is not None and self.breaker.state == "half-open":
             want, self.breaker.probing = min(want, 1), True
-        if self.bucket is None or want <= 0:
-            return want
-        while not stop.is_set():
-            try:
-                granted, wait = await self.bucket.take(want)
-            except TransportError as exc:
-                log.warning("rate limit of %s unavailable, waiting: %s", self.actor, exc)
-                granted, wait = 0, 1.0
+        while want > 0 and not stop.is_set():
+            granted, wait = self._paced(want)
+            if granted and self.bucket is not None:
+                shared, wait = await self._take_shared(granted)
+                self._pace_tokens += granted - shared
+                granted = shared
             if granted:
                 return granted
             self._mark()
             await _nap(wait, stop)
-        await self.release(want)
+        if self.breaker is not None:
+            self.breaker.probing = False
         return 0
+
+    async def _take_shared(self, want: int) -> tuple[int, float]:
+        assert self.bucket is not None
+        try:
+            return await self.bucket.take(want)
+        except TransportError as exc:
+            log.warning("rate limit of %s unavailable, waiting: %s", self.actor, exc)
+            return 0, 1.0
+
+    def _paced(self, want: int) -> tuple[int, float]:
+        """Take up to ``want`` from this replica's own pace (adaptive concurrency),
+        a small bucket refilled at the pace; ``(want, 0)`` while there is no pace."""
+        pace = self.adaptive.pace if self.adaptive is not None else None
+        if pace is None:
+            return want, 0.0
+        now = self._clock()
+        self._pace_tokens = refill(self._pace_tokens, self._pace_stamp, now, rate=pace,
+                                   burst=max(1.0, pace * _PACE_BURST))
+        self._pace_stamp = now
+        granted = min(want, int(self._pace_tokens))
+        if granted:
+            self._pace_tokens -= granted
+            return granted, 0.0
+        return 0, (1.0 - self._pace_tokens) / pace
 
     async def release(self, unused: int) -> None:
         if self.breaker is not None and self.breaker.probing and unused > 0:
             self.breaker.probing = False  # the probe found no message: try again later
+        if self.adaptive is not None and self.adaptive.pace is not None and unused > 0:
+            self._pace_tokens += unused
         if self.bucket is not None and unused > 0:
             with contextlib.suppress(TransportError):
                 await self.bucket.give_back(unused)

@@ -123,6 +123,13 @@ class AdaptiveConcurrencySpec(_Matching):
     cooldown: Duration = Field(
         default=1.0, description="at most one decrease per cooldown: one burst, one cut"
     )
+    paceMargin: float = Field(
+        default=0.9, gt=0, le=1,
+        description="after a 429, start calls at this share of the rate actually served",
+    )
+    paceGrowth: float = Field(
+        default=0.01, gt=0, le=1, description="then raise that pace by this share per second",
+    )
     pauseOnRetryAfter: Duration = Field(
         default=60.0,
         description="a rate-limit error's Retry-After also stops the replica taking "

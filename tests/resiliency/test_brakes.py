@@ -77,10 +77,15 @@ def test_a_failed_probe_opens_it_for_another_period(clock: FakeClock) -> None:
     assert cb.state == "half-open"
 
 
-def test_aimd_halves_once_per_cooldown_and_climbs_back_on_successes(clock: FakeClock) -> None:
+def test_aimd_starts_slow_halves_once_per_cooldown_and_climbs_back(clock: FakeClock) -> None:
     spec = AdaptiveConcurrencySpec(minConcurrency=1, decrease=0.5, increase=1.0, cooldown=1.0)
     limit = AdaptiveLimit(spec, ceiling=16, clock=clock)
-    # Given a burst of eight 429s from calls that were all in flight together
+    # Given a replica in slow start: 2 in flight, one more per success
+    assert limit.current == 2
+    for _ in range(14):
+        limit.record(None)
+    assert limit.current == 16
+    # When a burst of eight 429s comes from calls that were all in flight together
     cuts = [limit.record(StatusError(429)) for _ in range(8)]
     # Then the limit is cut once, not eight times
     assert cuts.count(True) == 1 and limit.current == 8
@@ -94,6 +99,25 @@ def test_aimd_halves_once_per_cooldown_and_climbs_back_on_successes(clock: FakeC
     for _ in range(500):
         limit.record(None)
     assert limit.current == 16, "never above the actor's concurrency"
+
+
+def test_a_cut_paces_the_replica_under_the_rate_it_was_served(clock: FakeClock) -> None:
+    spec = AdaptiveConcurrencySpec(cooldown=1.0, paceMargin=0.9, paceGrowth=0.01)
+    limit = AdaptiveLimit(spec, ceiling=16, clock=clock)
+    # Given a replica served 10 calls/s for three seconds
+    for _ in range(30):
+        clock.advance(0.1)
+        limit.record(None)
+    assert limit.pace is None, "no pace before any pushback"
+    # When the provider pushes back
+    limit.record(StatusError(429))
+    # Then it paces at 90 % of the 10/s it was served over the last two seconds
+    assert limit.pace == pytest.approx(9.0, rel=0.06)
+    # and the pace grows by 1 % of itself per second of successes
+    before = limit.pace
+    for _ in range(9):
+        limit.record(None)
+    assert limit.pace == pytest.approx(before + 0.09)
 
 
 async def test_local_bucket_grants_burst_then_rate(clock: FakeClock) -> None:
