@@ -9,20 +9,24 @@ from pathlib import Path
 import yaml
 
 from actors.enhance.handler import Enhancer
-from asya_agents.manifest import Flavor, parse_actor
+from asya_agents.manifest import load_flavors, parse_actor
 
-HERE = Path(__file__).resolve().parents[2] / "actors" / "enhance"
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "actors" / "enhance"
 
 
-def test_actor_yaml_is_valid_and_its_config_fits_the_enhancer() -> None:
-    # Given a stand-in for the gpu flavor (mesh/flavors/gpu.yaml is another template's)
-    gpu = Flavor.model_validate({"apiVersion": "asya.sh/v1alpha1", "kind": "Flavor",
-                                 "metadata": {"name": "gpu"}, "spec": {}})
+def test_actor_yaml_with_the_gpu_flavor_fits_the_enhancer() -> None:
+    # Given the template and the shared flavors
+    flavors = load_flavors([ROOT / "mesh" / "flavors"])
     doc = yaml.safe_load((HERE / "actor.yaml").read_text())
-    actor = parse_actor(doc, HERE / "actor.yaml", {"gpu": gpu})
+    # When the template is read with them
+    actor = parse_actor(doc, HERE / "actor.yaml", flavors)
+    # Then it is the batch handler, batches match the pipeline's, and Enhancer takes
+    # every config key
     assert actor.spec.handler == "actors.enhance.handler.Enhancer.enhance_batch"
     assert actor.spec.batch is not None
     assert actor.spec.batch.maxSize == actor.spec.config["max_batch"]
+    assert actor.spec.concurrency == 2 and actor.spec.resources  # flavor merged under it
     inspect.signature(Enhancer).bind(**actor.spec.config)
 
 
