@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check bench-mesh bench-brokers clean k8s-generate
+.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance clean k8s-generate
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
 # constraints.txt pins what a fresh resolve would otherwise backtrack on.
@@ -31,6 +31,11 @@ bench-mesh:
 # The mesh on RabbitMQ beside raw aio-pika and a Celery chain (needs RabbitMQ on :5672).
 bench-brokers:
 	$(PY) bench/bench_brokers.py
+
+# The enhance actor's batch path vs a per-image diffusers loop (a CUDA GPU; add
+# ARGS=--tiny for the CPU check).
+bench-enhance:
+	$(PY) bench/bench_enhance.py $(ARGS)
 
 # Generated Kubernetes files (tests fail while they differ): after changing the manifest
 # models or a mesh that deploy/overlays renders.
