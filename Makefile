@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance clean k8s-generate
+.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance bench-llm clean k8s-generate
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
 # constraints.txt pins what a fresh resolve would otherwise backtrack on.
@@ -36,6 +36,11 @@ bench-brokers:
 # ARGS=--tiny for the CPU check).
 bench-enhance:
 	$(PY) bench/bench_enhance.py $(ARGS)
+
+# An LLM actor on the llm-resilient flavor vs retries that sleep in the worker, against
+# the local fake provider (about 5 minutes).
+bench-llm:
+	$(PY) bench/bench_llm_resilience.py $(ARGS)
 
 # Generated Kubernetes files (tests fail while they differ): after changing the manifest
 # models or a mesh that deploy/overlays renders.
