@@ -58,7 +58,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summary(count: int, began: float, done: list[tuple[float, float]]) -> dict[str, float]:
+def summary(count: int, began: float, done: list[tuple[float, float]]) -> dict[str, Any]:
     """``done``: (created, completed) per message."""
     last = max(end for _, end in done)
     latencies = [end - start for start, end in done]
@@ -69,7 +69,7 @@ def summary(count: int, began: float, done: list[tuple[float, float]]) -> dict[s
 # -- the mesh ---------------------------------------------------------------------------
 
 
-def run_mesh(count: int) -> dict[str, float]:
+def run_mesh(count: int) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="asya-bench-brokers-"))
     prefix = f"bench{RUN}"
     env = {**os.environ, "ASYA_LOG_LEVEL": "WARNING", "ASYA_RABBITMQ_QUEUE_PREFIX": prefix,
@@ -81,13 +81,17 @@ def run_mesh(count: int) -> dict[str, float]:
     try:
         asyncio.run(_wait_for_consumers(transport, [*STEPS, "happy-end"]))
         envelopes = [Envelope.create({"i": i}, STEPS) for i in range(count)]
+        window = CpuWindow([up.pid])
+        window.start()
         began = time.time()
         asyncio.run(_send_envelopes(transport, envelopes))
         while store.totals().succeeded < count:
             time.sleep(0.05)
+        window.stop()
         records = store.results()
-        return summary(count, began, [(r.envelope["meta"]["created"], r.recorded_at)
-                                      for r in records])
+        return {**summary(count, began, [(r.envelope["meta"]["created"], r.recorded_at)
+                                         for r in records]),
+                "cpu": window.per_message(count)}
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
@@ -163,12 +167,14 @@ async def raw_hop(hop: int, run: str) -> None:
     await asyncio.Future()
 
 
-def run_raw(count: int) -> dict[str, float]:
+def run_raw(count: int) -> dict[str, Any]:
     asyncio.run(_declare_raw())
     hops = [subprocess.Popen([sys.executable, __file__, "--raw-hop", str(h), "--run", RUN])
             for h in (1, 2, 3)]
     try:
-        return asyncio.run(_drive_raw(count))
+        window = CpuWindow([p.pid for p in hops])
+        row: dict[str, Any] = asyncio.run(_drive_raw(count, window))
+        return {**row, "cpu": window.per_message(count)}
     finally:
         for proc in hops:
             proc.terminate()
@@ -187,7 +193,7 @@ async def _declare_raw() -> None:
     await conn.close()
 
 
-async def _drive_raw(count: int) -> dict[str, float]:
+async def _drive_raw(count: int, window: CpuWindow) -> dict[str, Any]:
     import aio_pika
 
     conn = await aio_pika.connect(URL)
@@ -209,6 +215,7 @@ async def _drive_raw(count: int) -> dict[str, float]:
 
     sink = await channel.declare_queue(raw_queue(4), passive=True)
     await sink.consume(on_done)
+    window.start()
     began = time.time()
     for start in range(0, count, 500):
         await asyncio.gather(*(
@@ -218,6 +225,7 @@ async def _drive_raw(count: int) -> dict[str, float]:
                 routing_key=raw_queue(1))
             for i in range(start, min(start + 500, count))))
     await finished.wait()
+    window.stop()
     await conn.close()
     return summary(count, began, done)
 
@@ -261,7 +269,7 @@ def celery_app(run: str, done_file: str) -> Any:
     return app
 
 
-def run_celery(count: int) -> dict[str, float]:
+def run_celery(count: int) -> dict[str, Any]:
     from celery import chain
 
     done_file = tempfile.mktemp(prefix="asya-bench-celery-")
@@ -273,6 +281,8 @@ def run_celery(count: int) -> dict[str, float]:
     first, second, third = app.bench_tasks
     try:
         time.sleep(5)  # the worker connects and its three processes fork
+        window = CpuWindow([worker.pid])
+        window.start()
         began = time.time()
         with app.producer_or_acquire() as producer:
             for _ in range(count):
@@ -283,8 +293,9 @@ def run_celery(count: int) -> dict[str, float]:
             if len(lines) >= count:
                 break
             time.sleep(0.05)
+        window.stop()
         done = [(float(a), float(b)) for a, b in (line.split() for line in lines)]
-        return summary(count, began, done)
+        return {**summary(count, began, done), "cpu": window.per_message(count)}
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
@@ -296,34 +307,69 @@ def run_celery(count: int) -> dict[str, float]:
 # -- report -------------------------------------------------------------------------------
 
 
-def broker_cpu() -> float:
-    """CPU seconds RabbitMQ's VM has used so far (0 where it cannot be read)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)
-            if "(beam.smp" in fields[0]:
-                ticks = fields[1].split()
-                return (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            continue
-    return 0.0
+def _stat(pid: int) -> tuple[int, float, str] | None:
+    """(parent pid, CPU seconds, command line) of a live process."""
+    try:
+        head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        return None
+    fields = tail.split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), cpu, cmd or head.split("(", 1)[-1]
 
 
-def measured(run: Any, count: int) -> dict[str, float]:
-    """``run(count)`` plus CPU ms per message: the system's own processes (children of
-    this one, reaped when it stops them) and the broker's."""
-    import resource
+class CpuWindow:
+    """CPU used by process trees (a system's own processes) and by the broker between
+    ``start()`` and ``stop()``: steady-state cost per message, startup left out."""
 
-    def children() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.before: dict[int, tuple[float, str]] = {}
+        self.after: dict[int, tuple[float, str]] = {}
 
-    before, broker_before = children(), broker_cpu()
-    row: dict[str, float] = run(count)
-    row["cpu"] = (children() - before) * 1000 / count
-    row["broker_cpu"] = (broker_cpu() - broker_before) * 1000 / count
-    return row
+    def _snapshot(self) -> dict[int, tuple[float, str]]:
+        stats = {int(p.name): st for p in Path("/proc").iterdir()
+                 if p.name.isdigit() and (st := _stat(int(p.name))) is not None}
+        wanted, frontier = set(self.roots), list(self.roots)
+        while frontier:
+            parent = frontier.pop()
+            kids = [pid for pid, st in stats.items() if st[0] == parent and pid not in wanted]
+            wanted.update(kids)
+            frontier.extend(kids)
+        snap = {pid: (stats[pid][1], stats[pid][2]) for pid in wanted if pid in stats}
+        snap.update({-pid: (st[1], "broker") for pid, st in stats.items()
+                     if "beam.smp" in st[2]})
+        return snap
 
+    def start(self) -> None:
+        self.before = self._snapshot()
+
+    def stop(self) -> None:
+        self.after = self._snapshot()
+
+    def per_message(self, count: int) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for pid, (cpu, cmd) in self.after.items():
+            label = "broker" if pid < 0 else _label(cmd)
+            used[label] = used.get(label, 0.0) + cpu - self.before.get(pid, (0.0, ""))[0]
+        return {label: seconds * 1000 / count for label, seconds in used.items()}
+
+
+def _label(cmd: str) -> str:
+    words = cmd.split()
+    if "asya_agents.replica" in cmd:
+        return f"replica {words[words.index('asya_agents.replica') + 2]}"
+    if "--raw-hop" in words:
+        return f"raw hop {words[words.index('--raw-hop') + 1]}"
+    if "asya_agents" in cmd:
+        return "supervisor"
+    return "celery worker" if "--celery-worker" in words else words[0] if words else "?"
+
+
+def cpu_columns(row: dict[str, Any]) -> tuple[float, float]:
+    own = sum(v for k, v in row["cpu"].items() if k != "broker")
+    return own, row["cpu"].get("broker", 0.0)
 
 
 def main() -> None:
@@ -346,28 +392,31 @@ def main() -> None:
              "--without-mingle", "--without-heartbeat"])
         return
     if args.only:
-        row = measured({"mesh": run_mesh, "raw": run_raw, "celery": run_celery}[args.only],
-                       args.count)
+        row = {"mesh": run_mesh, "raw": run_raw, "celery": run_celery}[args.only](args.count)
         print(f"{args.only}: {row['rate']:.0f} msg/s, p50 {row['p50'] * 1000:.0f} ms, "
-              f"p99 {row['p99'] * 1000:.0f} ms, CPU {row['cpu']:.2f} ms/msg, broker CPU "
-              f"{row['broker_cpu']:.2f} ms/msg")
+              f"p99 {row['p99'] * 1000:.0f} ms; CPU ms/msg by process: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["cpu"].items())))
         return
-    rows: dict[str, list[dict[str, float]]] = {"mesh": [], "raw": [], "celery": []}
+    rows: dict[str, list[dict[str, Any]]] = {"mesh": [], "raw": [], "celery": []}
     for _ in range(args.rounds):  # interleaved, so a busy moment hits every system
-        rows["raw"].append(measured(run_raw, args.count))
-        rows["celery"].append(measured(run_celery, args.count))
-        rows["mesh"].append(measured(run_mesh, args.count))
+        rows["raw"].append(run_raw(args.count))
+        rows["celery"].append(run_celery(args.count))
+        rows["mesh"].append(run_mesh(args.count))
     raw, celery, mesh = (max(rows[k], key=lambda r: r["rate"])
                          for k in ("raw", "celery", "mesh"))
     print(f"\n{args.count} messages, 3 hops, RabbitMQ 127.0.0.1, {os.cpu_count()} cores, "
           f"best of {args.rounds} interleaved rounds")
     print(f"{'system':<36}{'msg/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/msg':>12}"
           f"{'broker ms/msg':>15}")
+    # CPU: of the system's own processes and of RabbitMQ, per message, while it ran.
     for name, row in (("asya mesh (rabbitmq transport)", mesh),
                       ("raw aio-pika 3 processes, confirms", raw),
                       ("Celery chain, acks_late, 3 procs", celery)):
+        own, broker = cpu_columns(row)
         print(f"{name:<36}{row['rate']:>8.0f}{row['p50'] * 1000:>9.0f}"
-              f"{row['p99'] * 1000:>9.0f}{row['cpu']:>12.2f}{row['broker_cpu']:>15.2f}")
+              f"{row['p99'] * 1000:>9.0f}{own:>12.2f}{broker:>15.2f}")
+    print("mesh CPU ms/msg by process: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(mesh["cpu"].items())))
     vs_raw, vs_celery = mesh["rate"] / raw["rate"], mesh["rate"] / celery["rate"]
     print(f"mesh / raw aio-pika: {vs_raw:.2f}x (goal >= 0.9x: "
           f"{'met' if vs_raw >= 0.9 else 'NOT met'})")
