@@ -132,7 +132,7 @@ def run_asya(count: int, api_base: str, rate_limit: float | None) -> dict[str, f
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(120)
-    return {"ok": len(ok), "drain": drained, "failed": len(records) - len(ok),
+    return {"ok": len(ok), "drain": drained, "began": began, "failed": len(records) - len(ok),
             "lost": sum(1 for e in envelopes if e.id not in ended)}
 
 
@@ -192,7 +192,7 @@ def run_before(count: int, api_base: str, policy: str) -> dict[str, float]:
         proc.join()
     ok = [t for t in done if t is not None]
     # A call that ran out of attempts is gone: nothing recorded it anywhere.
-    return {"ok": len(ok), "drain": drained, "failed": len(done) - len(ok),
+    return {"ok": len(ok), "drain": drained, "began": began, "failed": len(done) - len(ok),
             "lost": len(done) - len(ok)}
 
 
@@ -224,20 +224,22 @@ def _measure(rate: float, latency: float, run: Any) -> dict[str, float]:
     row["share_429"] = stats.share_429
     row["window"] = max(answers.times) - min(answers.times) if answers.times else 0.0
     row["answered"] = len(answers.times)
+    row["cold"] = min(answers.times) - row["began"] if answers.times else 0.0
     return row
 
 
 def _print(rows: dict[str, dict[str, float]], rate: float, count: int) -> None:
     print(f"\n{count} messages, provider R = {rate:g} calls/s, "
           f"{PROCESSES} x {THREADS} in flight at most, {os.cpu_count()} cores")
-    print(f"{'design':<46}{'rate/R':>8}{'429s':>8}{'drain s':>9}{'lost':>6}"
+    print(f"{'design':<48}{'rate/R':>8}{'429s':>8}{'drain s':>9}{'cold s':>8}{'lost':>6}"
           f"{'failed':>8}{'calls':>7}")
     for name, row in rows.items():
         frac = row["answered"] / row["window"] / rate if row["window"] else 0.0
-        print(f"{name:<46}{frac:>8.3f}{row['share_429']:>8.1%}{row['drain']:>9.1f}"
-              f"{row['lost']:>6.0f}{row['failed']:>8.0f}{row['calls']:>7.0f}")
+        print(f"{name:<48}{frac:>8.3f}{row['share_429']:>8.1%}{row['drain']:>9.1f}"
+              f"{row['cold']:>8.1f}{row['lost']:>6.0f}{row['failed']:>8.0f}{row['calls']:>7.0f}")
     print("rate/R: answers/s at the provider from its first to its last answer, over R;"
-          " drain s: first send to last end (asya: replicas' cold start included)")
+          " drain s: first send to last end; cold s: first send to first answer (asya:"
+          " replicas start from zero and import litellm; before: workers started ahead)")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ its slot for the next one, so every slot above the provider's share turns into a
 stream of 429s. So on a cut the replica also starts to *pace* itself: it measures the
 rate it was actually served at over the last seconds (what the provider granted it
 while it asked for more), starts calls at ``paceMargin`` of that, and raises the pace
-by ``paceGrowth`` of itself per second while calls succeed (10 % while the pace is
+by ``paceGrowth`` of itself per second while calls succeed (5 % while the pace is
 still a guess from less than two seconds of answers). The replicas of an actor
 each find their share this way, with no coordination.
 
@@ -44,7 +44,7 @@ _PACE_WINDOW = 2.0
 #: Concurrency a replica starts with (slow start), unless the actor allows less.
 _SLOW_START = 2
 #: How fast a pace grows from a guess (share of itself per second).
-_PROBE_GROWTH = 0.1
+_PROBE_GROWTH = 0.05
 #: The slowest pace: one call every ten seconds still finds out when the limit lifts.
 _MIN_PACE = 0.1
 
