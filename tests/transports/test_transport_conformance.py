@@ -280,3 +280,19 @@ async def test_a_delay_longer_than_one_broker_step_is_served_in_steps(harness: H
     if harness.clock is None:
         assert time.monotonic() - sent >= 2.4
     assert await t.receive("work", max_messages=1, wait=0.3, visibility=30) == []
+
+
+async def test_extending_a_lease_keeps_a_slow_handlers_message(harness: Harness) -> None:
+    # Given a message leased for 1 s by a consumer whose handler runs long
+    t = await harness.transport()
+    await t.send([Outgoing("work", b"slow")])
+    [d] = await take(t, "work", 1, visibility=1.0)
+    # When its heartbeat extends the lease to 6 s before the first one ends
+    await t.extend(d, visibility=6.0)
+    await harness.pass_time(2.0)
+    # Then another consumer does not get it meanwhile, and the holder can still ack it
+    other = await harness.transport()
+    assert await other.receive("work", max_messages=1, wait=2.0, visibility=30) == []
+    await t.ack(d)
+    await harness.pass_time(6.0)
+    assert await other.receive("work", max_messages=1, wait=0.5, visibility=30) == []
