@@ -340,7 +340,14 @@ class RabbitMQTransport:
         message: AbstractIncomingMessage = delivery.token
         headers = {**_own_headers(dict(message.headers or {})),
                    _DUE: int((time.time() + delay) * 1000), _PRIOR: delivery.delivery_count}
-        await self._publish_all([(self.queue_name(delivery.queue), delivery.body, headers)])
+        try:
+            await self._publish_all([(self.queue_name(delivery.queue), delivery.body, headers)])
+        except TransportError as exc:
+            # A held message has no lease to run out: give it back now rather than keep it
+            # until the connection dies.
+            await self._settle(delivery, lambda m: m.nack(requeue=True))
+            raise TransportError(f"delaying a message failed, requeued at once: {exc}") \
+                from exc
         await self.ack(delivery)
 
     async def extend(self, delivery: Delivery, *, visibility: float) -> None:
