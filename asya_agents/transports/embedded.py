@@ -136,6 +136,11 @@ class EmbeddedTransport:
     def _lease(self, conn: sqlite3.Connection, queue: str, limit: int,
                visibility: float) -> list[Delivery]:
         now = self._clock()
+        # Look before taking the write lock: an idle consumer's poll must not block
+        # the writers of other queues.
+        if conn.execute("SELECT 1 FROM messages WHERE queue=? AND visible_at<=? LIMIT 1",
+                        (queue, now)).fetchone() is None:
+            return []
         conn.execute("BEGIN IMMEDIATE")
         rows = conn.execute(
             "SELECT id, body, receives FROM messages WHERE queue=? AND visible_at<=? "
@@ -165,7 +170,7 @@ class EmbeddedTransport:
             if got or time.monotonic() >= deadline:
                 return got
             await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
-            delay = min(delay * 2, 0.2)
+            delay = min(delay * 2, 0.05)
 
     async def ack(self, delivery: Delivery) -> None:
         msg_id, lease = delivery.token
