@@ -32,17 +32,21 @@ to ``PREFIX-MESH-ACTOR-dlq``. The delivery count is surfaced on :class:`Delivery
 
 **Counts for scaling.** ``depth`` is the ready count from a passive ``queue.declare``.
 The unacked count is not in AMQP: it is read from the management API when
-``management_url`` answers, else it is what this transport itself holds unacked.
+``management_url`` answers; else every consuming transport reports what it holds once
+a second on the mesh's ``PREFIX-MESH--inflight`` fanout exchange, and ``stats`` sums the
+fresh reports (see :class:`_InFlightReports`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +78,12 @@ DELAY_CLASSES_MS = (100, 250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000,
 _DUE = "x-asya-due"
 _PRIOR = "x-asya-receives"
 _MGMT_RETRY = 60.0
-_FOREIGN = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+_REPORT_EVERY = 1.0
+_REPORT_STALE = 3.5
+#: What aio-pika/aiormq raise; ChannelInvalidStateError (a closed or reconnecting
+#: channel) is a RuntimeError there, not an AMQPError.
+_FOREIGN = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError,
+            asyncio.TimeoutError)
 
 
 def delay_class(remaining_ms: float) -> int | None:
@@ -92,6 +101,34 @@ class _Consumer:
     channel: AbstractChannel
     buffer: asyncio.Queue[AbstractIncomingMessage] = field(default_factory=asyncio.Queue)
     holding: set[int] = field(default_factory=set)
+
+
+class _InFlightReports:
+    """What other consumers of the mesh say they hold unacked, as last reported.
+
+    AMQP has no unacked count, so every consuming transport reports its own (leased plus
+    prefetched) once a second on the mesh's ``--inflight`` fanout exchange; a transport
+    asked for ``stats`` listens there and sums the reports that are fresh. A consumer
+    that died stops reporting and drops out after a few seconds, while the broker
+    requeues what it held, which then shows in the ready count."""
+
+    def __init__(self, own_id: str) -> None:
+        self.own_id = own_id
+        self.seen: dict[tuple[str, str], tuple[int, float]] = {}
+
+    async def on_report(self, message: AbstractIncomingMessage) -> None:
+        try:
+            data = json.loads(message.body)
+            key, held = (str(data["c"]), str(data["q"])), int(data["n"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if key[0] != self.own_id:
+            self.seen[key] = (held, time.monotonic())
+
+    def total(self, queue: str) -> int:
+        now = time.monotonic()
+        return sum(held for (_, q), (held, at) in self.seen.items()
+                   if q == queue and now - at < _REPORT_STALE)
 
 
 class RabbitMQTransport:
@@ -124,6 +161,11 @@ class RabbitMQTransport:
         self._consumers: dict[str, _Consumer] = {}
         self._delay_exchanges: dict[int, AbstractExchange] = {}
         self._mgmt_down_until = 0.0
+        self._id = uuid.uuid4().hex[:12]
+        self._reports = _InFlightReports(self._id)
+        self._reporter: asyncio.Task[None] | None = None
+        self._inflight_ex: AbstractExchange | None = None
+        self._watching = False
 
     @classmethod
     def from_settings(cls, settings: RabbitMQSettings, *, mesh: str) -> RabbitMQTransport:
@@ -142,6 +184,10 @@ class RabbitMQTransport:
 
     def _delay_name(self, class_ms: int) -> str:
         return f"{self.prefix}-{self.mesh}--delay-{class_ms}"
+
+    @property
+    def _inflight_name(self) -> str:
+        return f"{self.prefix}-{self.mesh}--inflight"
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -261,6 +307,8 @@ class RabbitMQTransport:
                 raise TransportError(f"cannot consume {self.queue_name(queue)!r}: {exc}") \
                     from exc
             self._consumers[queue] = consumer
+            if self._reporter is None:
+                self._reporter = asyncio.create_task(self._report_loop())
         return self._consumers[queue]
 
     async def receive(
@@ -323,7 +371,7 @@ class RabbitMQTransport:
             consumer.holding.discard(id(message))
         try:
             await how(message)
-        except (ChannelInvalidStateError, *_FOREIGN) as exc:
+        except _FOREIGN as exc:
             raise TransportError(
                 f"cannot settle a message of {delivery.queue!r} (its channel closed; the "
                 f"broker will redeliver it): {exc}"
@@ -369,10 +417,51 @@ class RabbitMQTransport:
             raise TransportError(f"cannot read the depth of {name!r}: {exc}") from exc
         unacked = await self._management_unacked(name)
         if unacked is None:
-            consumer = self._consumers.get(queue)
-            # Prefetched but not yet taken is unacked at the broker too.
-            unacked = len(consumer.holding) + consumer.buffer.qsize() if consumer else 0
+            await self._watch_reports()
+            unacked = self._held(queue) + self._reports.total(queue)
         return QueueStats(depth=int(declared.message_count or 0), in_flight=unacked)
+
+    def _held(self, queue: str) -> int:
+        """What this transport holds unacked: leased, and prefetched but not yet taken."""
+        consumer = self._consumers.get(queue)
+        return len(consumer.holding) + consumer.buffer.qsize() if consumer else 0
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report()
+            await asyncio.sleep(_REPORT_EVERY)
+
+    async def _report(self, *, final: bool = False) -> None:
+        """Tell the mesh's ``stats`` readers what this transport holds (see
+        :class:`_InFlightReports`); best effort, a lost report only ages out."""
+        try:
+            if self._inflight_ex is None:
+                channel = await self._channel()
+                self._inflight_ex = await channel.declare_exchange(
+                    self._inflight_name, aio_pika.ExchangeType.FANOUT, durable=True)
+            exchange = self._inflight_ex
+            for queue in list(self._consumers):
+                held = 0 if final else self._held(queue)
+                body = json.dumps({"c": self._id, "q": queue, "n": held}).encode()
+                await exchange.publish(aio_pika.Message(body), routing_key="", mandatory=False)
+        except (TransportError, *_FOREIGN):
+            return
+
+    async def _watch_reports(self) -> None:
+        if self._watching:
+            return
+        await self._channel()
+        assert self._conn is not None
+        try:
+            channel = await self._conn.channel(publisher_confirms=False)
+            exchange = await channel.declare_exchange(
+                self._inflight_name, aio_pika.ExchangeType.FANOUT, durable=True)
+            inbox = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await inbox.bind(exchange)
+            await inbox.consume(self._reports.on_report, no_ack=True)
+        except _FOREIGN as exc:
+            raise TransportError(f"cannot listen for in-flight reports: {exc}") from exc
+        self._watching = True
 
     async def _management_unacked(self, name: str) -> int | None:
         """Unacked count from the management API, or None where it does not answer."""
@@ -398,6 +487,13 @@ class RabbitMQTransport:
             return None
 
     async def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+            self._reporter = None
+            if self._inflight_ex is not None:
+                with contextlib.suppress(*_FOREIGN):
+                    await asyncio.wait_for(self._report(final=True), 1.0)
+        self._watching, self._inflight_ex = False, None
         conn, self._conn, self._pub, self._stats_ch = self._conn, None, None, None
         self._consumers.clear()
         self._delay_exchanges.clear()
@@ -417,6 +513,7 @@ class RabbitMQTransport:
             for class_ms in DELAY_CLASSES_MS:
                 await channel.queue_delete(self._delay_name(class_ms))
                 await channel.exchange_delete(self._delay_name(class_ms))
+            await channel.exchange_delete(self._inflight_name)
         except _FOREIGN as exc:
             raise TransportError(f"deleting queues failed: {exc}") from exc
 
