@@ -236,6 +236,8 @@ def _settings_env(options: RenderOptions, *, store_required: bool) -> list[dict[
         {"name": "ASYA_TRANSPORT", "value": options.transport},
         {"name": "ASYA_LOG_FORMAT", "value": "json"},
         {"name": "ASYA_METRICS_PORT", "value": str(METRICS_PORT)},
+        # Prometheus scrapes from outside the pod: listen on every interface there.
+        {"name": "ASYA_METRICS_HOST", "value": "0.0.0.0"},
     ]
     if options.transport == "rabbitmq":
         env += [
