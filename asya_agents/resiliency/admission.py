@@ -63,6 +63,7 @@ class ResilientAdmission(Admission):
         self._marked_until = 0.0
         self._paused_until = 0.0
         self._pace_tokens, self._pace_stamp = 1.0, clock()
+        self._hits = 0
 
     def limit(self, concurrency: int) -> int:
         if self.adaptive is not None:
@@ -88,6 +89,7 @@ class ResilientAdmission(Admission):
                 granted = shared
             if granted:
                 return granted
+            self._hits += 1
             self._mark()
             await _nap(wait, stop)
         if self.breaker is not None:
@@ -141,6 +143,10 @@ class ResilientAdmission(Admission):
         if self.adaptive.record(exc):
             log.info("%s rate-limited: concurrency now %d", self.actor, self.adaptive.current)
             self._mark()
+
+    def rate_limit_hits(self) -> int:
+        """How often a rate limit (shared or this replica's pace) made it wait."""
+        return self._hits
 
     def rate_limited(self) -> bool:
         return self._marked_until > self._clock()

@@ -182,6 +182,7 @@ async def test_admission_waits_for_tokens_and_marks_the_actor(
     await asyncio.sleep(0.05)
     assert not waiting.done()
     assert marks.limited("judge", now=clock.now) and adm.rate_limited()
+    assert adm.rate_limit_hits() >= 1, "the wait is counted for asya_rate_limit_hits_total"
     # Then time passing lets it through with what was earned
     clock.advance(1.0)
     assert await asyncio.wait_for(waiting, 2.0) == 2
