@@ -486,14 +486,19 @@ class RabbitMQTransport:
             self._mgmt_down_until = time.monotonic() + _MGMT_RETRY
             return None
 
-    async def close(self) -> None:
+    async def _stop_reporting(self) -> None:
+        """Stop the in-flight reports, with a last one saying this transport holds none."""
         if self._reporter is not None:
             self._reporter.cancel()
             self._reporter = None
             if self._inflight_ex is not None:
                 with contextlib.suppress(*_FOREIGN):
                     await asyncio.wait_for(self._report(final=True), 1.0)
-        self._watching, self._inflight_ex = False, None
+        self._inflight_ex = None
+
+    async def close(self) -> None:
+        await self._stop_reporting()
+        self._watching = False
         conn, self._conn, self._pub, self._stats_ch = self._conn, None, None, None
         self._consumers.clear()
         self._delay_exchanges.clear()
@@ -504,7 +509,9 @@ class RabbitMQTransport:
                 pass
 
     async def delete_queues(self, actors: list[str]) -> None:
-        """Delete the work, dead-letter and delay queues of ``actors`` (tests, teardown)."""
+        """Delete the work, dead-letter and delay queues of ``actors`` and the mesh's
+        exchanges (tests, teardown)."""
+        await self._stop_reporting()
         channel = await self._channel()
         try:
             for actor in actors:

@@ -113,8 +113,12 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     try:
         yield h
     finally:
-        for t in h.opened:
-            await t.close()
-        if kind != "embedded":
-            await admin.delete_queues(QUEUES)  # type: ignore[attr-defined]
-        await admin.close()
+        try:
+            for t in h.opened:
+                await t.close()
+        finally:
+            try:
+                if kind != "embedded":
+                    await admin.delete_queues(QUEUES)  # type: ignore[attr-defined]
+            finally:
+                await admin.close()
