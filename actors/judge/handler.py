@@ -27,7 +27,14 @@ from __future__ import annotations
 from typing import Any
 
 from actors.judge.heuristics import Scored, score_image, score_text
-from actors.judge.llm import Verdict, VerdictError, complete, data_url, parse_verdict
+from actors.judge.llm import (
+    Verdict,
+    VerdictError,
+    complete,
+    data_url,
+    load_litellm,
+    parse_verdict,
+)
 
 __all__ = ["DEFAULT_ADJUSTMENTS", "Judge", "Verdict", "VerdictError"]
 
@@ -107,6 +114,8 @@ class Judge:
         self.context_keys = ["dish", "title", "photo"] if context_keys is None else context_keys
         self.model, self.api_base, self.api_key = model, api_base, api_key
         self.backend = self._pick_backend(backend)
+        if self.backend == "llm":
+            load_litellm()  # at startup, in one thread; a missing package fails here
         self._blob: Any = None  # one S3 client per replica, made on first use
 
     def _pick_backend(self, backend: str) -> str:

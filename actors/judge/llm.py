@@ -14,11 +14,13 @@ import io
 import json
 import os
 import re
+import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Verdict", "VerdictError", "complete", "data_url", "parse_verdict"]
+__all__ = ["Verdict", "VerdictError", "complete", "data_url", "load_litellm",
+           "parse_verdict"]
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
@@ -38,22 +40,29 @@ class Verdict(BaseModel):
     defects: list[str] = Field(default_factory=list)
 
 
-def _litellm() -> Any:
-    # litellm reads these when it is imported: no price-list download, no telemetry.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    try:
-        import litellm
-    except ImportError as exc:
-        raise ImportError(
-            f"the LLM judge needs litellm: pip install 'asya-agents[judge]' ({exc})") from exc
+_IMPORT = threading.Lock()
+
+
+def load_litellm() -> Any:
+    """Import litellm once. Call it from ``__init__`` (one thread, at startup): handler
+    threads importing it concurrently for the first time can see it half-initialised."""
+    with _IMPORT:
+        # litellm reads these when it is imported: no price-list download, no telemetry.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+        try:
+            import litellm
+        except ImportError as exc:
+            raise ImportError(
+                f"the LLM judge needs litellm: pip install 'asya-agents[judge]' ({exc})"
+            ) from exc
     return litellm
 
 
 def complete(*, model: str, messages: list[dict[str, Any]], api_base: str | None,
              api_key: str | None, timeout: float, json_mode: bool) -> str:
     """One completion, no retries; the text of the first choice."""
-    litellm = _litellm()
+    litellm = load_litellm()
     extra: dict[str, Any] = {}
     if json_mode:
         extra["response_format"] = {"type": "json_object"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.judge.llm import complete
+from actors.judge.llm import complete, load_litellm
 
 SYSTEM = ("You answer questions correctly, completely and concisely (at most 120 words). "
           "When given feedback on a previous answer, fix exactly what it names.")
@@ -30,6 +30,8 @@ class Answerer:
         self.api_key = api_key or llm.api_key
         self.backend = backend if backend != "auto" else ("llm" if self.api_key else "offline")
         self.timeout = timeout
+        if self.backend == "llm":
+            load_litellm()  # at startup, in one thread
 
     def answer(self, payload: dict[str, Any]) -> dict[str, Any]:
         question = str(payload["question"])

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import inspect
+import sys
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +82,24 @@ def open_store(store_url: str | None, tmp_path: Path,
     yield factory
     for store in opened:
         store.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_llm_clients() -> Iterator[None]:
+    """litellm caches its HTTP clients in a module-level cache and never closes them;
+    close them after each test here, so their sockets are not collected (and reported
+    as unclosed) in some later, unrelated test."""
+    yield
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return
+    cache = litellm.in_memory_llm_clients_cache
+    for client in list(cache.cache_dict.values()):
+        close = getattr(client, "close", None)
+        if callable(close) and not inspect.iscoroutinefunction(close):
+            with contextlib.suppress(Exception):
+                close()
+    cache.flush_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
