@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
 from asya_agents.errors import StoreError
@@ -22,7 +23,7 @@ from asya_agents.manifest import ScalingSpec
 from asya_agents.stores.base import ResultStore, Status
 from asya_agents.transports.base import Outgoing, Transport
 
-__all__ = ["CREW_SCALING", "crew_terminal", "replay_failed"]
+__all__ = ["CREW_SCALING", "GroupRecorder", "crew_terminal", "replay_failed"]
 
 #: How the local supervisor scales crew actors: recording is fast, so few replicas.
 CREW_SCALING = ScalingSpec(minReplicaCount=0, maxReplicaCount=2, queueLength=100,
@@ -35,11 +36,42 @@ def crew_terminal(actor: str, store: ResultStore) -> Callable[[Envelope], Awaita
     if actor not in (HAPPY_END, ERROR_END):
         raise ValueError(f"not a crew actor: {actor!r}")
     status: Status = "succeeded" if actor == HAPPY_END else "failed"
+    return GroupRecorder(store, status).record
 
-    async def record(envelope: Envelope) -> None:
-        await asyncio.to_thread(store.record, status, envelope.to_dict())
 
-    return record
+class GroupRecorder:
+    """Group commit: envelopes that arrive while a write is running are recorded
+    together in the next transaction, so a busy crew replica pays one commit per group
+    rather than one per envelope. Each caller returns only once its own envelope is
+    committed (the runtime acks after that), and sees the write's error if it failed."""
+
+    def __init__(self, store: ResultStore, status: Status) -> None:
+        self.store = store
+        self.status = status
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, envelope: Envelope) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((envelope.to_dict(), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await asyncio.to_thread(self.store.record_many, self.status,
+                                        [env for env, _ in group])
+            except Exception as exc:  # each caller gets the error, whatever it is
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
 
 
 async def replay_failed(store: ResultStore, transport: Transport, envelope_id: str) -> Envelope:

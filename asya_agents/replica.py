@@ -58,8 +58,8 @@ def build_runtime(
     if actor in (HAPPY_END, ERROR_END):
         store = open_result_store(settings.store.url, state_dir=state_dir)
         # Crew actors accept whatever the transport carried, so nothing is refused at
-        # the very end of a route.
-        cfg = RuntimeConfig(actor=actor, actors=names, concurrency=8, timeout=30.0,
+        # the very end of a route; many in flight let their writes be group-committed.
+        cfg = RuntimeConfig(actor=actor, actors=names, concurrency=64, timeout=30.0,
                             lease=lease_for(30.0), max_bytes=transport.max_message_bytes)
         return Runtime(cfg, transport=transport, terminal=crew_terminal(actor, store))
     if actor not in loaded.actors:

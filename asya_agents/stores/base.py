@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["ENDED", "ResultRecord", "ResultStore", "Status", "Totals"]
+__all__ = ["ENDED", "ResultRecord", "ResultStore", "Status", "Totals", "result_row"]
 
 Status = Literal["succeeded", "failed", "paused"]
 ENDED: tuple[Status, ...] = ("succeeded", "failed", "paused")
@@ -48,10 +49,24 @@ class Totals:
     duplicates: int = 0
 
 
+def result_row(status: Status, envelope: dict[str, Any], now: float) -> tuple[Any, ...]:
+    """(id, root_id, status, weight, envelope JSON, error JSON, recorded_at): the columns
+    both stores write for an ended envelope."""
+    meta = envelope.get("meta") or {}
+    error = meta.get("error")
+    return (envelope["id"], meta.get("root_id") or envelope["id"], status,
+            meta.get("weight", "1"), json.dumps(envelope),
+            json.dumps(error) if error else None, now)
+
+
 class ResultStore(Protocol):
     def record(self, status: Status, envelope: dict[str, Any]) -> bool:
         """Record an ended envelope; False when this id already had this status (a
         duplicate delivery, counted in ``duplicates``)."""
+        ...
+
+    def record_many(self, status: Status, envelopes: list[dict[str, Any]]) -> list[bool]:
+        """:meth:`record` for several envelopes in one transaction (group commit)."""
         ...
 
     def get(self, envelope_id: str) -> ResultRecord | None: ...

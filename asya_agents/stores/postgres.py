@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 from asya_agents.errors import ConfigError, StoreError
-from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals
+from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals, result_row
 
 __all__ = ["PostgresResultStore"]
 
@@ -67,30 +67,32 @@ class PostgresResultStore:
                 raise StoreError(f"result store {_safe(self.url)}: {exc}") from exc
 
     def record(self, status: Status, envelope: dict[str, Any]) -> bool:
-        meta = envelope.get("meta") or {}
-        error = meta.get("error")
-        row = (envelope["id"], meta.get("root_id") or envelope["id"], status,
-               meta.get("weight", "1"), json.dumps(envelope),
-               json.dumps(error) if error else None, self._clock())
+        return self.record_many(status, [envelope])[0]
+
+    def record_many(self, status: Status, envelopes: list[dict[str, Any]]) -> list[bool]:
+        now = self._clock()
         with self._lock:
             try:
                 with self._conn.transaction():
-                    old = self._conn.execute(
-                        "SELECT status FROM results WHERE id=%s FOR UPDATE", (row[0],)
-                    ).fetchone()
-                    if old is not None and old[0] == status:
-                        self._conn.execute(
-                            "UPDATE results SET duplicates=duplicates+1 WHERE id=%s", (row[0],))
-                    else:
-                        self._conn.execute(
-                            f"INSERT INTO results ({_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,0)"
-                            " ON CONFLICT (id) DO UPDATE SET root_id=EXCLUDED.root_id,"
-                            " status=EXCLUDED.status, weight=EXCLUDED.weight,"
-                            " envelope=EXCLUDED.envelope, error=EXCLUDED.error,"
-                            " recorded_at=EXCLUDED.recorded_at", row)
+                    return [self._upsert(result_row(status, env, now)) for env in envelopes]
             except self._pg.Error as exc:
                 raise StoreError(f"result store {_safe(self.url)}: {exc}") from exc
-        return old is None or old[0] != status
+
+    def _upsert(self, row: tuple[Any, ...]) -> bool:
+        """Insert or move a record to a new status; count a repeat of the same status."""
+        old = self._conn.execute("SELECT status FROM results WHERE id=%s FOR UPDATE",
+                                 (row[0],)).fetchone()
+        if old is not None and old[0] == row[2]:
+            self._conn.execute("UPDATE results SET duplicates=duplicates+1 WHERE id=%s",
+                               (row[0],))
+            return False
+        self._conn.execute(
+            f"INSERT INTO results ({_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,0)"
+            " ON CONFLICT (id) DO UPDATE SET root_id=EXCLUDED.root_id,"
+            " status=EXCLUDED.status, weight=EXCLUDED.weight,"
+            " envelope=EXCLUDED.envelope, error=EXCLUDED.error,"
+            " recorded_at=EXCLUDED.recorded_at", row)
+        return True
 
     def _record(self, row: tuple[Any, ...]) -> ResultRecord:
         envelope = json.loads(row[4])

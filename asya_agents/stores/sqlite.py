@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from asya_agents.errors import StoreError
-from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals
+from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals, result_row
 
 __all__ = ["SQLiteResultStore"]
 
@@ -55,34 +55,35 @@ class SQLiteResultStore:
                 raise StoreError(f"result store {self.path}: {exc}") from exc
 
     def record(self, status: Status, envelope: dict[str, Any]) -> bool:
-        meta = envelope.get("meta") or {}
-        error = meta.get("error")
-        row = (
-            envelope["id"], meta.get("root_id") or envelope["id"], status,
-            meta.get("weight", "1"), json.dumps(envelope),
-            json.dumps(error) if error else None, self._clock(),
-        )
+        return self.record_many(status, [envelope])[0]
+
+    def record_many(self, status: Status, envelopes: list[dict[str, Any]]) -> list[bool]:
+        now = self._clock()
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                old = self._conn.execute("SELECT status FROM results WHERE id=?",
-                                         (envelope["id"],)).fetchone()
-                if old is not None and old[0] == status:
-                    self._conn.execute(
-                        "UPDATE results SET duplicates=duplicates+1 WHERE id=?", (row[0],))
-                else:
-                    self._conn.execute(
-                        "INSERT OR REPLACE INTO results(id, root_id, status, weight, envelope,"
-                        " error, recorded_at, duplicates) VALUES (?,?,?,?,?,?,?,"
-                        " COALESCE((SELECT duplicates FROM results WHERE id=?), 0))",
-                        (*row, row[0]),
-                    )
+                fresh = [self._upsert(result_row(status, env, now)) for env in envelopes]
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise StoreError(f"result store {self.path}: {exc}") from exc
-        return old is None or old[0] != status
+        return fresh
+
+    def _upsert(self, row: tuple[Any, ...]) -> bool:
+        """Insert or move a record to a new status; count a repeat of the same status."""
+        old = self._conn.execute("SELECT status FROM results WHERE id=?", (row[0],)).fetchone()
+        if old is not None and old[0] == row[2]:
+            self._conn.execute("UPDATE results SET duplicates=duplicates+1 WHERE id=?",
+                               (row[0],))
+            return False
+        self._conn.execute(
+            "INSERT OR REPLACE INTO results(id, root_id, status, weight, envelope,"
+            " error, recorded_at, duplicates) VALUES (?,?,?,?,?,?,?,"
+            " COALESCE((SELECT duplicates FROM results WHERE id=?), 0))",
+            (*row, row[0]),
+        )
+        return True
 
     def _record(self, row: tuple[Any, ...]) -> ResultRecord:
         envelope = json.loads(row[4])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -140,3 +141,31 @@ def test_a_route_rewrite_cannot_touch_meta(mesh: LocalMesh) -> None:
     mesh.join([env.id], timeout=20)
     meta = mesh.result(env.id).envelope["meta"]
     assert meta["root_id"] == env.id and meta["attempt"] == 1
+
+
+def test_crew_group_commit_records_concurrent_envelopes_together(tmp_path: Path) -> None:
+    import asyncio
+
+    from asya_agents.crew import GroupRecorder
+    from asya_agents.stores import SQLiteResultStore
+
+    class CountingStore(SQLiteResultStore):
+        groups: ClassVar[list[int]] = []
+
+        def record_many(self, status, envelopes):  # type: ignore[no-untyped-def]
+            self.groups.append(len(envelopes))
+            return super().record_many(status, envelopes)
+
+    store = CountingStore(tmp_path / "results.db")
+    recorder = GroupRecorder(store, "succeeded")
+    envelopes = [Envelope.create({"n": n}, ["a"]) for n in range(50)]
+
+    async def record_all() -> None:
+        await asyncio.gather(*(recorder.record(e) for e in envelopes))
+        await recorder.record(envelopes[0])  # a duplicate delivery, later
+
+    asyncio.run(record_all())
+    # Then every envelope is stored once, in fewer transactions than envelopes
+    assert store.totals().succeeded == 50 and store.totals().duplicates == 1
+    assert sum(store.groups) == 51 and len(store.groups) < 51
+    store.close()
