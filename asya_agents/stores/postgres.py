@@ -56,7 +56,7 @@ class PostgresResultStore:
                 for ddl in _SCHEMA:
                     self._conn.execute(ddl)
         except self._pg.Error as exc:
-            raise StoreError(f"cannot open result store {_safe(url)}: {exc}") from exc
+            raise StoreError(f"cannot open result store {safe_url(url)}: {exc}") from exc
 
     def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -64,7 +64,7 @@ class PostgresResultStore:
                 cur = self._conn.execute(sql, params)
                 return list(cur.fetchall()) if cur.description else []
             except self._pg.Error as exc:
-                raise StoreError(f"result store {_safe(self.url)}: {exc}") from exc
+                raise StoreError(f"result store {safe_url(self.url)}: {exc}") from exc
 
     def record(self, status: Status, envelope: dict[str, Any]) -> bool:
         return self.record_many(status, [envelope])[0]
@@ -76,7 +76,7 @@ class PostgresResultStore:
                 with self._conn.transaction():
                     return [self._upsert(result_row(status, env, now)) for env in envelopes]
             except self._pg.Error as exc:
-                raise StoreError(f"result store {_safe(self.url)}: {exc}") from exc
+                raise StoreError(f"result store {safe_url(self.url)}: {exc}") from exc
 
     def _upsert(self, row: tuple[Any, ...]) -> bool:
         """Insert or move a record to a new status; count a repeat of the same status."""
@@ -143,7 +143,7 @@ class PostgresResultStore:
             self._conn.close()
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without its password, for messages."""
     if "@" not in url or "://" not in url:
         return url

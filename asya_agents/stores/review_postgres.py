@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from asya_agents.errors import ConfigError, StoreError
+from asya_agents.stores.postgres import safe_url as _safe
 from asya_agents.stores.review_base import Query, SQLReviewStore, schema
 
 __all__ = ["PostgresReviewStore"]
@@ -63,12 +64,3 @@ class PostgresReviewStore(SQLReviewStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def _safe(url: str) -> str:
-    """``url`` without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
