@@ -7,7 +7,6 @@ import contextlib
 import gc
 import inspect
 import sys
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +16,6 @@ import pytest
 
 from asya_agents.review import open_review_store
 from asya_agents.stores.review_base import ReviewStore
-from tests.conftest import require_service
-
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class Clock:
@@ -38,22 +34,6 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
-    require_service("PostgreSQL", port=5432)
-    import psycopg
-
-    schema = f"asya_review_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 StoreFactory = Callable[[], ReviewStore]

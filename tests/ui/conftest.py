@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,10 @@ import pytest
 from asya_agents.envelope import Envelope
 from asya_agents.review import ReviewConfig, open_review_store
 from asya_agents.stores import open_result_store
-from tests.conftest import ROOT, require_service
+from tests.conftest import ROOT
 
 MESH = Path(__file__).parent / "review_mesh"
 APP = ROOT / "ui" / "app.py"
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2"}
 
 
@@ -84,21 +82,6 @@ class Parking:
             store.close()
             results.close()
         return env.id
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_service("PostgreSQL", port=5432)
-    import psycopg
-
-    schema = f"asya_ui_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
