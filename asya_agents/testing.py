@@ -73,9 +73,10 @@ class LocalMesh:
         self.replicas = replicas
         self.clock = clock
         self.store = SQLiteResultStore(self.state_dir / "results.db")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="asya-local-mesh")
+        # The loop and its thread exist only between start() and stop(), so that a
+        # LocalMesh that never started, or failed to, leaves nothing open behind it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._runs: list[asyncio.Future[None]] = []
         self._sent: list[str] = []
@@ -85,10 +86,16 @@ class LocalMesh:
     # -- lifecycle ------------------------------------------------------------------
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("the LocalMesh is not running: use it in a `with` block")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def start(self) -> LocalMesh:
         add_python_paths(self.loaded)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="asya-local-mesh")
         self._thread.start()
         settings = Settings(store=StoreSettings(url=None))
 
@@ -103,22 +110,28 @@ class LocalMesh:
                     runtime.cfg.receive_wait = 0.05
                     self._runs.append(asyncio.ensure_future(runtime.run(self._stop)))
 
-        self._submit(boot())
+        try:
+            self._submit(boot())
+        except BaseException:
+            self.stop()  # e.g. a handler that fails at startup: close what was opened
+            raise
         return self
 
     def stop(self) -> None:
         async def halt() -> None:
-            assert self._stop is not None
-            self._stop.set()
+            if self._stop is not None:
+                self._stop.set()
             await asyncio.gather(*self._runs, return_exceptions=True)
             await self.transport.close()
 
-        if self._thread.is_alive():
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
             self._submit(halt())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        if not self._loop.is_running():
-            self._loop.close()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+        if loop is not None and not loop.is_running():
+            loop.close()
+        self._loop = self._thread = None
         self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -169,3 +169,22 @@ def test_crew_group_commit_records_concurrent_envelopes_together(tmp_path: Path)
     assert store.totals().succeeded == 50 and store.totals().duplicates == 1
     assert sum(store.groups) == 51 and len(store.groups) < 51
     store.close()
+
+
+def test_a_mesh_whose_handler_cannot_load_fails_at_start_and_closes_everything(
+    tmp_path: Path,
+) -> None:
+    import shutil
+    import threading
+
+    from asya_agents.errors import HandlerError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(POISON, broken, ignore=shutil.ignore_patterns(".asya", "__pycache__"))
+    actors = broken / "actors.yaml"
+    actors.write_text(actors.read_text().replace("poison_steps.finish", "poison_steps.nope"))
+    before = {t.name for t in threading.enumerate()}
+    mesh = LocalMesh(broken, state_dir=tmp_path / "state")
+    with pytest.raises(HandlerError, match="has no attribute 'nope'"):
+        mesh.start()
+    assert "asya-local-mesh" not in {t.name for t in threading.enumerate()} - before
