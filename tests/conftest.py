@@ -7,9 +7,14 @@ a reason that starts with ``SERVICE_SKIP`` where the server is absent; with
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import inspect
 import os
 import socket
+import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +72,34 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_BASE, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(autouse=True)
+def _collect_leftovers() -> Iterator[None]:
+    """Collect, after each test, what outlives it by design and would otherwise be
+    reported as unclosed in some later, unrelated test: litellm keeps its HTTP clients
+    in a module-level cache and never closes them (closed here), and its service logger,
+    called from the main thread (a judge called directly in a test), makes that thread
+    an event loop with ``asyncio.get_event_loop()`` that nobody closes (closed here; in a
+    replica handlers run on worker threads, where litellm uses ``asyncio.run``)."""
+    yield
+    import asyncio
+
+    policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running() \
+            and not loop.is_closed():
+        loop.close()
+        policy.set_event_loop(None)
+    litellm = sys.modules.get("litellm")
+    if litellm is not None:
+        cache = litellm.in_memory_llm_clients_cache
+        for client in list(cache.cache_dict.values()):
+            close = getattr(client, "close", None)
+            if callable(close) and not inspect.iscoroutinefunction(close):
+                with contextlib.suppress(Exception):
+                    close()
+        cache.flush_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

@@ -3,11 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import inspect
-import sys
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,34 +57,3 @@ def open_store(store_url: str | None, tmp_path: Path,
     yield factory
     for store in opened:
         store.close()
-
-
-@pytest.fixture(autouse=True)
-def _collect_leftovers() -> Iterator[None]:
-    """Collect, after each test here, what outlives it by design and would otherwise be
-    reported as unclosed in some later, unrelated test: litellm keeps its HTTP clients
-    in a module-level cache and never closes them (closed here), and its service logger,
-    called from the main thread (a judge called directly in a test), makes that thread
-    an event loop with ``asyncio.get_event_loop()`` that nobody closes (closed here; in a
-    replica handlers run on worker threads, where litellm uses ``asyncio.run``)."""
-    yield
-    import asyncio
-
-    policy = asyncio.get_event_loop_policy()
-    loop = getattr(getattr(policy, "_local", None), "_loop", None)
-    if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running() \
-            and not loop.is_closed():
-        loop.close()
-        policy.set_event_loop(None)
-    litellm = sys.modules.get("litellm")
-    if litellm is not None:
-        cache = litellm.in_memory_llm_clients_cache
-        for client in list(cache.cache_dict.values()):
-            close = getattr(client, "close", None)
-            if callable(close) and not inspect.iscoroutinefunction(close):
-                with contextlib.suppress(Exception):
-                    close()
-        cache.flush_cache()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
