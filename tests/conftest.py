@@ -25,6 +25,20 @@ SERVICE_SKIP = "service unavailable:"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+class FakeClock:
+    """Seconds that move only when the test says so: injected wherever the code under
+    test reads time, so that no test sleeps for time to pass."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

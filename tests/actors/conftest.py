@@ -11,19 +11,9 @@ import pytest
 
 from asya_agents.review import open_review_store
 from asya_agents.stores.review_base import ReviewStore
+from tests.conftest import FakeClock
 
-
-class Clock:
-    """Time that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+Clock = FakeClock
 
 
 @pytest.fixture

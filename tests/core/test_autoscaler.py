@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from asya_agents.autoscaler import Autoscaler
 from asya_agents.manifest import ScalingSpec
+from tests.conftest import FakeClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def scaler(**fields: object) -> tuple[Autoscaler, Clock]:
-    clock = Clock()
+def scaler(**fields: object) -> tuple[Autoscaler, FakeClock]:
+    clock = FakeClock(1000.0)
     spec = ScalingSpec.model_validate({"minReplicaCount": 0, "maxReplicaCount": 5,
                                        "queueLength": 10, "cooldownPeriod": "60s",
                                        "scaleDownStabilization": "30s", **fields})

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FakeClock
+
 HERE = Path(__file__).resolve().parent
-
-
-class FakeClock:
-    """Epoch-like seconds that move only when the test says so."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Epoch-like: Retry-After HTTP dates are read against it."""
+    return FakeClock(1_700_000_000.0)
 
 
 def write_mesh(folder: Path, actors: str, *, route: list[str]) -> Path:

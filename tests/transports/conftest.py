@@ -18,21 +18,11 @@ import pytest
 
 from asya_agents.transports.base import Transport
 from asya_agents.transports.embedded import EmbeddedTransport
-from tests.conftest import require_service
+from tests.conftest import FakeClock, require_service
 from tests.transports.moto import moto_server
 
 RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-class FakeClock:
-    """Time for the embedded transport, moved by the test instead of slept through."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
