@@ -16,6 +16,7 @@ from typing import Any
 
 from asya_agents.errors import StoreError
 from asya_agents.stores.review_base import Query, SQLReviewStore, schema
+from asya_agents.stores.sqlite import connect_wal
 
 __all__ = ["SQLiteReviewStore"]
 
@@ -26,11 +27,7 @@ class SQLiteReviewStore(SQLReviewStore):
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = connect_wal(self.path)
             for ddl in schema(autoincrement="INTEGER PRIMARY KEY AUTOINCREMENT"):
                 self._conn.execute(ddl)
         except (sqlite3.Error, OSError) as exc:

@@ -14,7 +14,7 @@ from typing import Any
 from asya_agents.errors import StoreError
 from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals, result_row
 
-__all__ = ["SQLiteResultStore"]
+__all__ = ["SQLiteResultStore", "connect_wal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -32,17 +32,23 @@ CREATE INDEX IF NOT EXISTS results_status ON results (status, recorded_at);
 """
 
 
+def connect_wal(path: Path) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode that threads share under the caller's lock:
+    what both SQLite stores open beside the embedded queue. sqlite3 errors propagate."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
 class SQLiteResultStore:
     def __init__(self, path: str | Path, *, clock: Any = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = connect_wal(self.path)
             self._conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open result store {self.path}: {exc}") from exc
