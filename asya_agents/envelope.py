@@ -41,6 +41,10 @@ ERROR_END = "error-end"
 MAX_ENVELOPE_BYTES = 256 * 1024
 
 
+#: ``advanced(payload=...)`` not given: the payload stays as it is.
+_KEEP: Any = object()
+
+
 def new_id() -> str:
     """A short random envelope id (12 hex characters)."""
     return uuid.uuid4().hex[:12]
@@ -115,6 +119,8 @@ class Meta(_Model):
     @field_validator("weight")
     @classmethod
     def _weight_is_fraction(cls, value: str) -> str:
+        if value == "1":
+            return value  # the common case, without building a Fraction
         try:
             frac = Fraction(value)
         except (ValueError, ZeroDivisionError) as exc:
@@ -168,6 +174,10 @@ class Envelope(_Model):
         if size > max_bytes:
             raise EnvelopeError(f"message is {size} bytes, over the limit of {max_bytes}")
         try:
+            return cls.model_validate_json(body)  # parsed and checked in one pass
+        except ValidationError:
+            pass  # decoded again below, to say what is wrong in the words used elsewhere
+        try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise EnvelopeError(f"message is not UTF-8 JSON: {exc}") from exc
@@ -194,15 +204,25 @@ class Envelope(_Model):
     def root_id(self) -> str:
         return self.meta.root_id or self.id
 
-    def advanced(self, *, end: str = HAPPY_END) -> Envelope:
+    def advanced(self, *, end: str = HAPPY_END, hop: Hop | None = None,
+                 headers: dict[str, Any] | None = None, payload: Any = _KEEP) -> Envelope:
         """A copy moved one hop on: ``curr`` joins ``prev``, the head of ``next`` is
-        the new ``curr``, or ``end`` when nothing is left."""
+        the new ``curr``, or ``end`` when nothing is left. ``hop`` is added to
+        ``meta.hops``; ``headers`` and ``payload``, when given, replace the envelope's."""
         route = self.route
-        nxt = list(route.next)
-        curr = nxt.pop(0) if nxt else end
-        new_route = Route(prev=[*route.prev, route.curr], curr=curr, next=nxt)
-        meta = self.meta.model_copy(update={"attempt": 1, "error": None})
-        return self.model_copy(update={"route": new_route, "meta": meta})
+        nxt = route.next
+        new_route = Route(prev=[*route.prev, route.curr], curr=nxt[0] if nxt else end,
+                          next=nxt[1:])
+        meta_update: dict[str, Any] = {"attempt": 1, "error": None}
+        if hop is not None:
+            meta_update["hops"] = [*self.meta.hops, hop]
+        update: dict[str, Any] = {"route": new_route,
+                                  "meta": self.meta.model_copy(update=meta_update)}
+        if headers is not None:
+            update["headers"] = headers
+        if payload is not _KEEP:
+            update["payload"] = payload
+        return self.model_copy(update=update)
 
     def check_history(self, original: Envelope) -> None:
         """Raise :class:`HistoryAlteredError` unless only ``next`` changed."""

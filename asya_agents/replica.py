@@ -17,6 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
+from asya_agents import eventloop
 from asya_agents.crew import crew_terminal
 from asya_agents.envelope import ERROR_END, HAPPY_END, MAX_ENVELOPE_BYTES
 from asya_agents.handlers import load_handler
@@ -140,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(actor=args.actor, fmt=settings.mesh.log_format,
                       level=settings.mesh.log_level)
-    code = asyncio.run(serve(args.mesh, args.actor, transport_kind=args.transport,
-                             state_dir=args.state_dir, settings=settings,
-                             heartbeat=args.heartbeat_file))
+    code = eventloop.run(serve(args.mesh, args.actor, transport_kind=args.transport,
+                               state_dir=args.state_dir, settings=settings,
+                               heartbeat=args.heartbeat_file),
+                         kind=settings.mesh.event_loop)
     if code == EXIT_RESTART:
         # A sync handler that overran its timeout still runs on a worker thread, and
         # interpreter exit would wait for it: leave now so the supervisor replaces us.

@@ -329,7 +329,10 @@ class Runtime:
     async def _call(self, arg: Any) -> Result:
         assert self.handler is not None
         try:
-            return await asyncio.wait_for(self.handler.call(arg), timeout=self.cfg.timeout)
+            # asyncio.timeout, not wait_for: an async handler runs in this task, with no
+            # task of its own per message.
+            async with asyncio.timeout(self.cfg.timeout):
+                return await self.handler.call(arg)
         except TimeoutError as exc:
             if not (self.handler.is_async or self.handler.is_async_gen):
                 # A thread cannot be cancelled: this replica asks to be replaced.
@@ -344,35 +347,39 @@ class Runtime:
         envelope = job.envelope
         hop = Hop(actor=self.cfg.actor, started=job.started, ended=self.cfg.clock(),
                   attempt=envelope.meta.attempt)
+        traceparent = job.span.traceparent
         if self.cfg.mode == "envelope":
             children = self._from_envelopes(envelope, result)
         elif not result.fanned:
+            # The common case: one copy, moved on, with the handler's payload.
             item = result.items[0]
-            children = [envelope if item is None else envelope.model_copy(update={"payload": item})]
+            moved = envelope.advanced(
+                hop=hop, headers={**envelope.headers, TRACEPARENT: traceparent},
+                payload=envelope.payload if item is None else item)
+            return [self._outgoing(moved)]
         else:
             children = envelope.fan_out(result.items)
         if result.fanned and not result.items:
             # An empty fan-out ends the envelope: it reaches happy-end with no children.
             children = [envelope.model_copy(update={"payload": [],
                                                     "route": _ended(envelope.route)})]
-        out = []
-        for child in children:
-            moved = child.advanced()
-            moved.meta.hops = [*moved.meta.hops, hop]
-            moved.headers = {**moved.headers, TRACEPARENT: job.span.traceparent}
-            if moved.route.curr not in self.cfg.actors:
-                raise UnknownActorError(
-                    f"route names unknown actor {moved.route.curr!r} "
-                    f"(mesh has: {', '.join(sorted(self.cfg.actors))})"
-                )
-            body = moved.encode()
-            if len(body) > self.cfg.max_bytes:
-                raise MessageTooLarge(
-                    f"envelope {moved.id} is {len(body)} bytes, over {self.cfg.max_bytes}; "
-                    "pass large data by URL (file://, s3://)"
-                )
-            out.append(Outgoing(moved.route.curr, body))
-        return out
+        return [self._outgoing(child.advanced(
+                    hop=hop, headers={**child.headers, TRACEPARENT: traceparent}))
+                for child in children]
+
+    def _outgoing(self, moved: Envelope) -> Outgoing:
+        if moved.route.curr not in self.cfg.actors:
+            raise UnknownActorError(
+                f"route names unknown actor {moved.route.curr!r} "
+                f"(mesh has: {', '.join(sorted(self.cfg.actors))})"
+            )
+        body = moved.encode()
+        if len(body) > self.cfg.max_bytes:
+            raise MessageTooLarge(
+                f"envelope {moved.id} is {len(body)} bytes, over {self.cfg.max_bytes}; "
+                "pass large data by URL (file://, s3://)"
+            )
+        return Outgoing(moved.route.curr, body)
 
     def _from_envelopes(self, original: Envelope, result: Result) -> list[Envelope]:
         """Envelope mode: take ``next``, ``payload`` and ``headers`` from what the handler

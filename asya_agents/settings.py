@@ -8,6 +8,7 @@ explicit values (see ``cli.py``); nothing else in the project reads ``os.environ
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,10 @@ class MeshSettings(BaseSettings):
     trace_export: str = Field(
         default="none",
         description="where replicas send OpenTelemetry spans: none, console or otlp",
+    )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="replicas' event loop: uvloop, asyncio, or auto (uvloop when installed)",
     )
 
 

@@ -33,8 +33,10 @@ __all__ = ["FIELDS", "JsonFormatter", "LogObserver", "TextFormatter", "configure
 FIELDS = ("event", "envelope_id", "root_id", "attempt", "trace_id", "duration_s", "reason",
           "error", "target", "delay_s", "batch_size")
 
-_envelope_fields: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "asya_envelope_fields", default=None
+#: The envelope being handled in this context; its fields are computed only when a
+#: record is actually written.
+_current_envelope: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
+    "asya_current_envelope", default=None
 )
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -55,9 +57,11 @@ class _Context(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "actor"):
             record.actor = self.actor
-        for key, value in (_envelope_fields.get() or {}).items():
-            if not hasattr(record, key):
-                setattr(record, key, value)
+        envelope = _current_envelope.get()
+        if envelope is not None:
+            for key, value in envelope_fields(envelope).items():
+                if not hasattr(record, key):
+                    setattr(record, key, value)
         return True
 
 
@@ -133,11 +137,14 @@ class LogObserver(Observer):
             self.log.warning("received a message that is not an envelope",
                              extra={"event": "invalid", "actor": actor})
             return
-        fields = envelope_fields(envelope)
-        _envelope_fields.set(fields)
-        self.log.debug("received", extra={"event": "received", "actor": actor, **fields})
+        _current_envelope.set(envelope)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("received", extra={"event": "received", "actor": actor,
+                                              **envelope_fields(envelope)})
 
     def succeeded(self, actor: str, envelope: Envelope, seconds: float) -> None:
+        if not self.log.isEnabledFor(logging.INFO):
+            return
         self.log.info("succeeded in %.3fs", seconds,
                       extra={"event": "succeeded", "actor": actor, "duration_s": round(seconds, 6),
                              **envelope_fields(envelope)})

@@ -14,6 +14,7 @@ span id per hop and nothing else.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from asya_agents.observe.tracecontext import TRACEPARENT, TraceContext
@@ -48,8 +49,14 @@ class HopTracer:
     """Starts hop spans. ``provider`` is an OpenTelemetry ``TracerProvider``; without
     one the global provider is used when it is a real one (not the API's no-op)."""
 
+    #: How long a "no tracer" answer from the global provider is kept (it is looked
+    #: up through the environment): a provider installed later is used from then on.
+    RECHECK_S = 1.0
+
     def __init__(self, *, provider: Any = None) -> None:
         self._provider = provider
+        self._cached: Any = None
+        self._cached_until = -1.0
 
     def start(self, actor: str, headers: dict[str, Any], *, envelope_id: str,
               attempt: int) -> HopSpan:
@@ -60,6 +67,15 @@ class HopTracer:
         return _otel_span(tracer, actor, incoming, envelope_id=envelope_id, attempt=attempt)
 
     def _tracer(self) -> Any:
+        now = time.monotonic()
+        if now < self._cached_until:
+            return self._cached
+        tracer = self._lookup()
+        self._cached = tracer
+        self._cached_until = float("inf") if tracer is not None else now + self.RECHECK_S
+        return tracer
+
+    def _lookup(self) -> Any:
         try:
             from opentelemetry import trace
         except ImportError:

@@ -12,8 +12,8 @@ Standard library only: the envelope and the runtime import this module.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +73,13 @@ def trace_id_of(headers: dict[str, Any]) -> str | None:
 
 
 def _random_hex(nbytes: int, zero: str) -> str:
+    """Random ids as the W3C asks (random, not all zero); like OpenTelemetry's SDK this
+    uses ``random`` rather than ``secrets``: ids must be unique, not unguessable, and
+    one is made per hop."""
     while True:
-        value = secrets.token_hex(nbytes)
+        value = f"{_random.getrandbits(nbytes * 8):0{nbytes * 2}x}"
         if value != zero:
             return value
+
+
+_random = random.Random()

@@ -62,9 +62,13 @@ try:
         AbstractChannel,
         AbstractExchange,
         AbstractIncomingMessage,
+        AbstractRobustChannel,
         AbstractRobustConnection,
     )
     from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+    from aiormq.abc import AbstractChannel as RawChannel
+    from aiormq.abc import DeliveredMessage
+    from pamqp.commands import Basic
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"the rabbitmq transport needs aio-pika: pip install 'asya-agents[rabbitmq]' ({exc})"
@@ -96,11 +100,29 @@ def delay_class(remaining_ms: float) -> int | None:
 
 @dataclass
 class _Consumer:
-    """One consumed queue: its channel and the messages the broker pushed to it."""
+    """One consumed queue: its (robust) channel, the raw channel under it now, and the
+    messages the broker pushed to it.
 
+    ``outstanding`` holds the delivery tags of the current raw channel that are neither
+    acked nor nacked (taken by the runtime or still buffered); ``acks`` those whose ack
+    waits for the next flush (see :meth:`RabbitMQTransport.ack`)."""
+
+    name: str
     channel: AbstractChannel
-    buffer: asyncio.Queue[AbstractIncomingMessage] = field(default_factory=asyncio.Queue)
-    holding: set[int] = field(default_factory=set)
+    buffer: asyncio.Queue[DeliveredMessage] = field(default_factory=asyncio.Queue)
+    raw: RawChannel | None = None
+    outstanding: set[int] = field(default_factory=set)
+    acks: list[int] = field(default_factory=list)
+    flushed: asyncio.Future[None] | None = None
+
+    async def on_message(self, message: DeliveredMessage) -> None:
+        if message.channel is self.raw:
+            self.outstanding.add(_tag(message))
+        self.buffer.put_nowait(message)
+
+    def current(self, message: DeliveredMessage) -> bool:
+        """Whether ``message`` came on the live raw channel (so its tag may be settled)."""
+        return message.channel is self.raw and not message.channel.is_closed
 
 
 class _InFlightReports:
@@ -156,10 +178,13 @@ class RabbitMQTransport:
         self._timeout = connect_timeout
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
+        self._pub_raw: RawChannel | None = None
+        self._published = 0
+        self._flushes: set[asyncio.Task[None]] = set()
         self._stats_ch: AbstractChannel | None = None
         self._lock = asyncio.Lock()
         self._consumers: dict[str, _Consumer] = {}
-        self._delay_exchanges: dict[int, AbstractExchange] = {}
+        self._delay_exchanges: dict[int, str] = {}
         self._mgmt_down_until = 0.0
         self._id = uuid.uuid4().hex[:12]
         self._reports = _InFlightReports(self._id)
@@ -237,7 +262,9 @@ class RabbitMQTransport:
         except _FOREIGN as exc:
             raise TransportError(f"declaring queues {queues} failed: {exc}") from exc
 
-    async def _delay_exchange(self, class_ms: int) -> AbstractExchange:
+    async def _delay_exchange(self, class_ms: int) -> str:
+        """The name of the delay class's exchange, declared (with its queue) on first
+        use; the robust channel declares them again after a reconnect."""
         if class_ms not in self._delay_exchanges:
             channel = await self._channel()
             name = self._delay_name(class_ms)
@@ -246,7 +273,7 @@ class RabbitMQTransport:
             queue = await channel.declare_queue(name, durable=True, arguments={
                 "x-message-ttl": class_ms, "x-dead-letter-exchange": ""})
             await queue.bind(exchange)
-            self._delay_exchanges[class_ms] = exchange
+            self._delay_exchanges[class_ms] = name
         return self._delay_exchanges[class_ms]
 
     async def send(self, messages: list[Outgoing]) -> None:
@@ -283,33 +310,53 @@ class RabbitMQTransport:
             raise TransportUnavailable(f"publishing to RabbitMQ failed: {exc}") from exc
 
     async def _publish(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
-        message = aio_pika.Message(body, headers=headers or None,
-                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         due = headers.get(_DUE)
         step = None if due is None else delay_class(due - time.time() * 1000)
-        if step is None:
-            channel = await self._channel()
-            await channel.default_exchange.publish(message, routing_key=key, mandatory=True)
-        else:
-            exchange = await self._delay_exchange(step)
-            await exchange.publish(message, routing_key=key, mandatory=True)
+        exchange = "" if step is None else await self._delay_exchange(step)
+        raw = self._pub_raw
+        if raw is None or raw.is_closed:
+            robust = await self._channel()
+            raw = self._pub_raw = await robust.get_underlay_channel()
+        self._published += 1
+        properties = Basic.Properties(delivery_mode=2, headers=headers or None,
+                                      message_id=f"{self._id}.{self._published}")
+        # wait=False: do not wait for the frame to reach the socket; the broker's
+        # confirm (awaited here) is what says the message is safe.
+        await raw.basic_publish(  # type: ignore[call-arg]  # aiormq's abc lacks ``wait``
+            body, exchange=exchange, routing_key=key, properties=properties, mandatory=True,
+            wait=False)
 
     async def _consumer(self, queue: str, prefetch: int) -> _Consumer:
         if queue not in self._consumers:
             await self._channel()
             channel = await self._open_channel()
-            consumer = _Consumer(channel)
+            consumer = _Consumer(self.queue_name(queue), channel)
             try:
                 await channel.set_qos(prefetch_count=max(prefetch, 1))
-                amqp_queue = await channel.declare_queue(self.queue_name(queue), passive=True)
-                await amqp_queue.consume(consumer.buffer.put, no_ack=False)
+                await channel.declare_queue(consumer.name, passive=True)
+                await self._consume(consumer)
             except _FOREIGN as exc:
-                raise TransportError(f"cannot consume {self.queue_name(queue)!r}: {exc}") \
-                    from exc
+                raise TransportError(f"cannot consume {consumer.name!r}: {exc}") from exc
+            # After connect_robust reopens the channel (and its prefetch), consume again
+            # on the new raw channel.
+            if isinstance(channel, AbstractRobustChannel):
+                channel.reopen_callbacks.add(lambda _sender: self._consume(consumer))
             self._consumers[queue] = consumer
             if self._reporter is None:
                 self._reporter = asyncio.create_task(self._report_loop())
         return self._consumers[queue]
+
+    async def _consume(self, consumer: _Consumer) -> None:
+        """Consume on the channel's raw (aiormq) channel: deliveries skip aio-pika's
+        message objects, and acks can be coalesced (see :meth:`ack`)."""
+        raw = await consumer.channel.get_underlay_channel()
+        if consumer.flushed is not None and not consumer.flushed.done():
+            consumer.flushed.set_exception(TransportError(
+                f"cannot ack messages of {consumer.name!r}: their channel closed (the broker "
+                "will redeliver them)"))
+        consumer.raw, consumer.outstanding, consumer.acks = raw, set(), []
+        consumer.flushed = None
+        await raw.basic_consume(consumer.name, consumer.on_message, no_ack=False)
 
     async def receive(
         self, queue: str, *, max_messages: int, wait: float, visibility: float
@@ -321,7 +368,8 @@ class RabbitMQTransport:
             if consumer.buffer.empty():
                 left = deadline - time.monotonic()
                 try:
-                    first = await asyncio.wait_for(consumer.buffer.get(), max(left, 0.001))
+                    async with asyncio.timeout(max(left, 0.001)):
+                        first = await consumer.buffer.get()
                 except TimeoutError:
                     return got
             else:
@@ -336,46 +384,80 @@ class RabbitMQTransport:
         return got
 
     async def _admit(self, queue: str, consumer: _Consumer,
-                     message: AbstractIncomingMessage) -> Delivery | None:
+                     message: DeliveredMessage) -> Delivery | None:
         """A delivery for the runtime, or None for a stale or not-yet-due message."""
-        if message.channel.is_closed:
+        if not consumer.current(message):
             return None  # from a channel lost before a reconnect: the broker requeued it
-        headers = dict(message.headers or {})
+        headers = message.header.properties.headers or {}
         due = headers.get(_DUE)
         if isinstance(due, int) and delay_class(due - time.time() * 1000) is not None:
-            await self._repark(message, headers)
+            await self._repark(Delivery(queue, message.body, message, 1), dict(headers))
             return None
-        consumer.holding.add(id(message))
         count = 1 + _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
-        if message.redelivered and "x-delivery-count" not in headers:
+        if message.delivery.redelivered and "x-delivery-count" not in headers:  # type: ignore[union-attr]
             count += 1
         return Delivery(queue, message.body, message, count)
 
-    async def _repark(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> None:
+    async def _repark(self, delivery: Delivery, headers: dict[str, Any]) -> None:
+        message: DeliveredMessage = delivery.token
         assert message.routing_key is not None
         prior = _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
         headers = {**_own_headers(headers), _PRIOR: prior}
         try:
             await self._publish_all([(message.routing_key, message.body, headers)])
-            await message.ack()
+            await self.ack(delivery)
         except (TransportError, *_FOREIGN):
             return  # not acked: it comes back and is re-parked then
 
     async def ack(self, delivery: Delivery) -> None:
-        await self._settle(delivery, lambda m: m.ack())
+        """Ack ``delivery``. Acks asked for in one turn of the event loop go out
+        together after it: one ``basic.ack`` with ``multiple`` covers every tag below
+        the lowest one still outstanding, and the rest are acked one by one. Returns
+        once the acks are handed to the connection."""
+        consumer, message = self._settling(delivery)
+        consumer.acks.append(_tag(message))
+        if consumer.flushed is None:
+            loop = asyncio.get_running_loop()
+            consumer.flushed = loop.create_future()
+            consumer.flushed.add_done_callback(_quiet)
+            loop.call_soon(lambda: self._spawn_flush(consumer))
+        await asyncio.shield(consumer.flushed)
 
-    async def _settle(self, delivery: Delivery, how: Any) -> None:
-        message: AbstractIncomingMessage = delivery.token
+    def _settling(self, delivery: Delivery) -> tuple[_Consumer, DeliveredMessage]:
+        message: DeliveredMessage = delivery.token
         consumer = self._consumers.get(delivery.queue)
-        if consumer is not None:
-            consumer.holding.discard(id(message))
-        try:
-            await how(message)
-        except _FOREIGN as exc:
+        if consumer is None or not consumer.current(message):
             raise TransportError(
-                f"cannot settle a message of {delivery.queue!r} (its channel closed; the "
-                f"broker will redeliver it): {exc}"
-            ) from exc
+                f"cannot settle a message of {delivery.queue!r}: its channel closed (the "
+                "broker will redeliver it)"
+            )
+        return consumer, message
+
+    def _spawn_flush(self, consumer: _Consumer) -> None:
+        task = asyncio.ensure_future(self._flush_acks(consumer))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush_acks(self, consumer: _Consumer) -> None:
+        done, tags, raw = consumer.flushed, consumer.acks, consumer.raw
+        consumer.flushed, consumer.acks = None, []
+        if done is None or done.done() or raw is None:
+            return
+        consumer.outstanding.difference_update(tags)
+        low = min(consumer.outstanding, default=None)
+        below = [t for t in tags if low is None or t < low]
+        above = [t for t in tags if low is not None and t > low]
+        try:
+            if below:
+                await raw.basic_ack(max(below), multiple=len(below) > 1, wait=False)
+            for tag in above:
+                await raw.basic_ack(tag, wait=False)
+        except _FOREIGN as exc:
+            done.set_exception(TransportError(
+                f"cannot ack messages of {consumer.name!r} (its channel closed; the broker "
+                f"will redeliver them): {exc}"))
+            return
+        done.set_result(None)
 
     async def publish_and_ack(self, messages: list[Outgoing], delivery: Delivery) -> None:
         await self.send(messages)
@@ -383,20 +465,32 @@ class RabbitMQTransport:
 
     async def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         if delay <= 0:
-            await self._settle(delivery, lambda m: m.nack(requeue=True))
+            await self._requeue(delivery)
             return
-        message: AbstractIncomingMessage = delivery.token
-        headers = {**_own_headers(dict(message.headers or {})),
+        message: DeliveredMessage = delivery.token
+        headers = {**_own_headers(dict(message.header.properties.headers or {})),
                    _DUE: int((time.time() + delay) * 1000), _PRIOR: delivery.delivery_count}
         try:
             await self._publish_all([(self.queue_name(delivery.queue), delivery.body, headers)])
         except TransportError as exc:
             # A held message has no lease to run out: give it back now rather than keep it
             # until the connection dies.
-            await self._settle(delivery, lambda m: m.nack(requeue=True))
+            await self._requeue(delivery)
             raise TransportError(f"delaying a message failed, requeued at once: {exc}") \
                 from exc
         await self.ack(delivery)
+
+    async def _requeue(self, delivery: Delivery) -> None:
+        consumer, message = self._settling(delivery)
+        tag = _tag(message)
+        consumer.outstanding.discard(tag)
+        try:
+            await message.channel.basic_nack(tag, requeue=True, wait=False)
+        except _FOREIGN as exc:
+            raise TransportError(
+                f"cannot settle a message of {delivery.queue!r} (its channel closed; the "
+                f"broker will redeliver it): {exc}"
+            ) from exc
 
     async def extend(self, delivery: Delivery, *, visibility: float) -> None:
         """Nothing to do: a RabbitMQ lease lasts as long as the consumer's channel."""
@@ -424,7 +518,7 @@ class RabbitMQTransport:
     def _held(self, queue: str) -> int:
         """What this transport holds unacked: leased, and prefetched but not yet taken."""
         consumer = self._consumers.get(queue)
-        return len(consumer.holding) + consumer.buffer.qsize() if consumer else 0
+        return len(consumer.outstanding) if consumer else 0
 
     async def _report_loop(self) -> None:
         while True:
@@ -500,6 +594,7 @@ class RabbitMQTransport:
         await self._stop_reporting()
         self._watching = False
         conn, self._conn, self._pub, self._stats_ch = self._conn, None, None, None
+        self._pub_raw = None
         self._consumers.clear()
         self._delay_exchanges.clear()
         if conn is not None:
@@ -534,6 +629,18 @@ def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items()
             if not k.startswith(("x-death", "x-first-death", "x-last-death",
                                  "x-delivery-count"))}
+
+
+def _quiet(future: asyncio.Future[None]) -> None:
+    """Mark a flush's failure as seen: its awaiters (if any are left) got it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _tag(message: DeliveredMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None, "a consumed message has a delivery tag"
+    return tag
 
 
 def _int(value: Any) -> int:
