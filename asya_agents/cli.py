@@ -85,6 +85,7 @@ def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
     Each actor runs in its own processes, scaled 0..N from its queue depth with KEDA's
     semantics (the manifest's spec.scaling). Stopping drains in-flight work first.
     """
+    from asya_agents.crew import crew_scaling
     from asya_agents.observe.logs import configure_logging
     from asya_agents.supervisor import Supervisor
 
@@ -101,7 +102,8 @@ def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
         try:
             await Supervisor(ctx.loaded, tr, transport_kind=ctx.kind, state_dir=ctx.state_dir,
                              metrics_port=ctx.settings.mesh.metrics_port,
-                             metrics_host=ctx.settings.mesh.metrics_host).run(stop)
+                             metrics_host=ctx.settings.mesh.metrics_host,
+                             crew=crew_scaling(ctx.settings.store.url)).run(stop)
         finally:
             await tr.close()
 

@@ -23,12 +23,21 @@ from asya_agents.manifest import ScalingSpec
 from asya_agents.stores.base import ResultStore, Status
 from asya_agents.transports.base import Outgoing, Transport
 
-__all__ = ["CREW_SCALING", "GroupRecorder", "crew_terminal", "replay_failed"]
+__all__ = ["CREW_SCALING", "GroupRecorder", "crew_scaling", "crew_terminal", "replay_failed"]
 
 #: How the local supervisor scales crew actors: recording is fast, so few replicas.
 CREW_SCALING = ScalingSpec(minReplicaCount=0, maxReplicaCount=2, queueLength=100,
                            pollingInterval=1.0, cooldownPeriod=30.0,
                            scaleDownStabilization=10.0)
+
+
+def crew_scaling(store_url: str | None) -> ScalingSpec:
+    """Crew scaling for the result store at ``store_url``: a SQLite file takes one
+    writer at a time, so there a second replica would only wait on the first's lock
+    (and each replica already group-commits); PostgreSQL takes ``CREW_SCALING``."""
+    if store_url and store_url.startswith(("postgresql://", "postgres://")):
+        return CREW_SCALING
+    return CREW_SCALING.model_copy(update={"maxReplicaCount": 1})
 
 
 def crew_terminal(actor: str, store: ResultStore) -> Callable[[Envelope], Awaitable[None]]:

@@ -75,6 +75,7 @@ class Supervisor:
         env: dict[str, str] | None = None,
         metrics_port: int = -1,
         metrics_host: str = "127.0.0.1",
+        crew: ScalingSpec = CREW_SCALING,
     ) -> None:
         self.loaded = loaded
         self.transport = transport
@@ -90,7 +91,7 @@ class Supervisor:
             self.actors[name] = _Actor(name, spec.scaling, spec.resiliency.actorTimeout,
                                        Autoscaler(spec.scaling))
         for name in (HAPPY_END, ERROR_END):
-            self.actors[name] = _Actor(name, CREW_SCALING, 30.0, Autoscaler(CREW_SCALING))
+            self.actors[name] = _Actor(name, crew, 30.0, Autoscaler(crew))
 
     # -- main loop --------------------------------------------------------------------
 

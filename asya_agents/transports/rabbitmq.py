@@ -47,6 +47,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 try:
     import aio_pika
+    import aiormq.exceptions
     from aio_pika.abc import (
         AbstractChannel,
         AbstractExchange,
@@ -66,9 +68,11 @@ try:
         AbstractRobustConnection,
     )
     from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+    from aiormq import TransportFactory
     from aiormq.abc import AbstractChannel as RawChannel
     from aiormq.abc import DeliveredMessage
     from pamqp.commands import Basic
+    from yarl import URL
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"the rabbitmq transport needs aio-pika: pip install 'asya-agents[rabbitmq]' ({exc})"
@@ -153,6 +157,84 @@ class _InFlightReports:
                    if q == queue and now - at < _REPORT_STALE)
 
 
+class _CoalescingWriter(asyncio.StreamWriter):
+    """A stream writer whose writes made in one turn of the event loop leave together,
+    in one ``send``, at the start of the next turn.
+
+    aiormq writes every frame on its own (a publish, an ack): a replica that moves
+    hundreds of messages a second would make a system call for each, and on a loopback
+    or LAN socket each call costs more than the frame. Gathering them keeps the order
+    of frames and delays none by more than a turn of the loop. ``drain``, ``close`` and
+    ``write_eof`` send what is gathered first."""
+
+    def __init__(self, transport: asyncio.WriteTransport, protocol: asyncio.BaseProtocol,
+                 reader: asyncio.StreamReader | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(transport, protocol, reader, loop)
+        self._gathered: list[bytes] = []
+        self._event_loop = loop
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._gathered:
+            self._event_loop.call_soon(self.flush)
+        self._gathered.append(bytes(data))
+
+    def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
+        for chunk in data:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Send what was gathered (once the socket is closing, it is dropped, as the
+        transport itself would drop it)."""
+        if not self._gathered:
+            return
+        data = b"".join(self._gathered)
+        self._gathered.clear()
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        self.flush()
+        await super().drain()
+
+    def write_eof(self) -> None:
+        self.flush()
+        super().write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+class _CoalescingTCP(TransportFactory):
+    """aiormq's transport factory for ``amqp://``: a TCP stream with a
+    :class:`_CoalescingWriter`."""
+
+    async def create(self, url: URL, **kwargs: Any
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        kwargs.pop("ssl_context_provider", None)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: protocol, host=url.host or "localhost", port=url.port or 5672, **kwargs)
+        except OSError as exc:
+            raise aiormq.exceptions.AMQPConnectionError(*exc.args) from exc
+        return reader, _CoalescingWriter(transport, protocol, reader, loop)
+
+
+class _Connection(aio_pika.RobustConnection):
+    """aio-pika's robust connection on :class:`_CoalescingTCP` (``amqps://`` keeps
+    aiormq's TLS transport)."""
+
+    def __init__(self, url: Any, loop: asyncio.AbstractEventLoop | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(url, loop=loop, **kwargs)
+        if self.url.scheme == "amqp":
+            self.kwargs["transport_factory"] = _CoalescingTCP()
+
+
 class RabbitMQTransport:
     """Queues on a RabbitMQ broker, named ``PREFIX-MESH-ACTOR``."""
 
@@ -224,7 +306,7 @@ class RabbitMQTransport:
             if self._conn is None:
                 try:
                     self._conn = await aio_pika.connect_robust(
-                        self.url, timeout=self._timeout,
+                        self.url, timeout=self._timeout, connection_class=_Connection,
                         client_properties={"connection_name": self.connection_name})
                 except _FOREIGN as exc:
                     raise TransportUnavailable(

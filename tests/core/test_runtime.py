@@ -171,6 +171,17 @@ def test_crew_group_commit_records_concurrent_envelopes_together(tmp_path: Path)
     store.close()
 
 
+def test_crew_scales_to_one_writer_on_sqlite_and_more_on_postgres() -> None:
+    from asya_agents.crew import CREW_SCALING, crew_scaling
+
+    # One SQLite file takes one writer: a second crew replica would only wait on a lock
+    for url in (None, "", "sqlite:///tmp/results.db"):
+        assert crew_scaling(url).maxReplicaCount == 1
+        assert crew_scaling(url).queueLength == CREW_SCALING.queueLength
+    assert crew_scaling("postgresql://localhost/test") == CREW_SCALING
+    assert CREW_SCALING.maxReplicaCount > 1
+
+
 def test_a_mesh_whose_handler_cannot_load_fails_at_start_and_closes_everything(
     tmp_path: Path,
 ) -> None:
