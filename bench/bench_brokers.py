@@ -415,6 +415,9 @@ def main() -> None:
         own, broker = cpu_columns(row)
         print(f"{name:<36}{row['rate']:>8.0f}{row['p50'] * 1000:>9.0f}"
               f"{row['p99'] * 1000:>9.0f}{own:>12.2f}{broker:>15.2f}")
+    print("every round, msg/s: " + "; ".join(
+        f"{k} " + ", ".join(f"{r['rate']:.0f}" for r in rows[k])
+        for k in ("mesh", "raw", "celery")))
     print("mesh CPU ms/msg by process: "
           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(mesh["cpu"].items())))
     vs_raw, vs_celery = mesh["rate"] / raw["rate"], mesh["rate"] / celery["rate"]

@@ -60,6 +60,10 @@ def result_row(status: Status, envelope: dict[str, Any], now: float) -> tuple[An
 
 
 class ResultStore(Protocol):
+    #: Whether a write is a short local call that may run on the event loop (SQLite)
+    #: rather than on a thread (a database across the network).
+    inline_writes: bool
+
     def record(self, status: Status, envelope: dict[str, Any]) -> bool:
         """Record an ended envelope; False when this id already had this status (a
         duplicate delivery, counted in ``duplicates``)."""

@@ -43,6 +43,8 @@ def _psycopg() -> Any:
 
 
 class PostgresResultStore:
+    inline_writes = False  # a round trip to the server: written on a thread
+
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         self._pg = _psycopg()
         self.url = url

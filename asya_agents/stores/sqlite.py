@@ -43,6 +43,8 @@ def connect_wal(path: Path) -> sqlite3.Connection:
 
 
 class SQLiteResultStore:
+    inline_writes = True  # a local file in WAL mode: short enough for the event loop
+
     def __init__(self, path: str | Path, *, clock: Any = time.time) -> None:
         self.path = Path(path)
         self._clock = clock

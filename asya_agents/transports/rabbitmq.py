@@ -43,6 +43,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 import urllib.parse
 import urllib.request
@@ -80,6 +81,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = ["DELAY_CLASSES_MS", "RabbitMQTransport"]
 
+log = logging.getLogger("asya.transports.rabbitmq")
+
 #: The delay ladder, in milliseconds. Longer delays are served in steps.
 DELAY_CLASSES_MS = (100, 250, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000,
                     300_000, 900_000, 3_600_000)
@@ -109,7 +112,8 @@ class _Consumer:
 
     ``outstanding`` holds the delivery tags of the current raw channel that are neither
     acked nor nacked (taken by the runtime or still buffered); ``acks`` those whose ack
-    waits for the next flush (see :meth:`RabbitMQTransport.ack`)."""
+    waits for the next flush (see :meth:`RabbitMQTransport.ack`), which ``timer``
+    will start."""
 
     name: str
     channel: AbstractChannel
@@ -117,7 +121,10 @@ class _Consumer:
     raw: RawChannel | None = None
     outstanding: set[int] = field(default_factory=set)
     acks: list[int] = field(default_factory=list)
-    flushed: asyncio.Future[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    #: Settling frames (acks, nacks) of this consumer go out in the order they were
+    #: decided: a ``multiple`` ack must never overtake a single one it covers.
+    settling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def on_message(self, message: DeliveredMessage) -> None:
         if message.channel is self.raw:
@@ -239,6 +246,9 @@ class RabbitMQTransport:
     """Queues on a RabbitMQ broker, named ``PREFIX-MESH-ACTOR``."""
 
     name = "rabbitmq"
+    #: How long an ack waits for others to go with it, and how many make it go at once.
+    ACK_LINGER = 0.005
+    ACK_BATCH = 64
 
     def __init__(
         self,
@@ -432,12 +442,9 @@ class RabbitMQTransport:
         """Consume on the channel's raw (aiormq) channel: deliveries skip aio-pika's
         message objects, and acks can be coalesced (see :meth:`ack`)."""
         raw = await consumer.channel.get_underlay_channel()
-        if consumer.flushed is not None and not consumer.flushed.done():
-            consumer.flushed.set_exception(TransportError(
-                f"cannot ack messages of {consumer.name!r}: their channel closed (the broker "
-                "will redeliver them)"))
-        consumer.raw, consumer.outstanding, consumer.acks = raw, set(), []
-        consumer.flushed = None
+        if consumer.timer is not None:
+            consumer.timer.cancel()  # acks for the lost channel: the broker requeued those
+        consumer.raw, consumer.outstanding, consumer.acks, consumer.timer = raw, set(), [], None
         await raw.basic_consume(consumer.name, consumer.on_message, no_ack=False)
 
     async def receive(
@@ -492,18 +499,24 @@ class RabbitMQTransport:
             return  # not acked: it comes back and is re-parked then
 
     async def ack(self, delivery: Delivery) -> None:
-        """Ack ``delivery``. Acks asked for in one turn of the event loop go out
-        together after it: one ``basic.ack`` with ``multiple`` covers every tag below
-        the lowest one still outstanding, and the rest are acked one by one. Returns
-        once the acks are handed to the connection."""
+        """Ack ``delivery``: it is settled here at once, and its ``basic.ack`` waits up
+        to ``ACK_LINGER`` seconds (or until ``ACK_BATCH`` are waiting) for others to go
+        with it: one ack with ``multiple`` covers every tag below the lowest one still
+        outstanding, and the rest go one by one. Fewer frames, and for a quorum queue
+        fewer commands in its log; the broker's CPU per message drops with them.
+
+        A message is only acked after what it produced was confirmed, so a crash in
+        that window only means the broker delivers it again (at-least-once; happy-end
+        records an id once). :meth:`close` sends what is waiting."""
         consumer, message = self._settling(delivery)
-        consumer.acks.append(_tag(message))
-        if consumer.flushed is None:
-            loop = asyncio.get_running_loop()
-            consumer.flushed = loop.create_future()
-            consumer.flushed.add_done_callback(_quiet)
-            loop.call_soon(lambda: self._spawn_flush(consumer))
-        await asyncio.shield(consumer.flushed)
+        tag = _tag(message)
+        consumer.outstanding.discard(tag)
+        consumer.acks.append(tag)
+        if len(consumer.acks) >= self.ACK_BATCH:
+            self._flush(consumer)
+        elif consumer.timer is None:
+            consumer.timer = asyncio.get_running_loop().call_later(
+                self.ACK_LINGER, self._flush, consumer)
 
     def _settling(self, delivery: Delivery) -> tuple[_Consumer, DeliveredMessage]:
         message: DeliveredMessage = delivery.token
@@ -515,31 +528,40 @@ class RabbitMQTransport:
             )
         return consumer, message
 
-    def _spawn_flush(self, consumer: _Consumer) -> None:
-        task = asyncio.ensure_future(self._flush_acks(consumer))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _flush_acks(self, consumer: _Consumer) -> None:
-        done, tags, raw = consumer.flushed, consumer.acks, consumer.raw
-        consumer.flushed, consumer.acks = None, []
-        if done is None or done.done() or raw is None:
+    def _flush(self, consumer: _Consumer) -> None:
+        """Send the acks waiting in ``consumer`` (in a task, in order)."""
+        if consumer.timer is not None:
+            consumer.timer.cancel()
+            consumer.timer = None
+        tags, consumer.acks = consumer.acks, []
+        raw = consumer.raw
+        if not tags or raw is None or raw.is_closed:
             return
-        consumer.outstanding.difference_update(tags)
         low = min(consumer.outstanding, default=None)
         below = [t for t in tags if low is None or t < low]
         above = [t for t in tags if low is not None and t > low]
+        task = asyncio.ensure_future(self._send_acks(consumer, raw, below, above))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _send_acks(self, consumer: _Consumer, raw: RawChannel, below: list[int],
+                         above: list[int]) -> None:
         try:
-            if below:
-                await raw.basic_ack(max(below), multiple=len(below) > 1, wait=False)
-            for tag in above:
-                await raw.basic_ack(tag, wait=False)
+            async with consumer.settling:
+                if below:
+                    await raw.basic_ack(max(below), multiple=len(below) > 1, wait=False)
+                for tag in above:
+                    await raw.basic_ack(tag, wait=False)
         except _FOREIGN as exc:
-            done.set_exception(TransportError(
-                f"cannot ack messages of {consumer.name!r} (its channel closed; the broker "
-                f"will redeliver them): {exc}"))
-            return
-        done.set_result(None)
+            log.info("acks for %s were not sent (its channel closed; the broker will "
+                     "deliver those messages again): %s", consumer.name, exc)
+
+    async def _flush_all(self) -> None:
+        """Send every waiting ack and wait until they are handed to the connection."""
+        for consumer in self._consumers.values():
+            self._flush(consumer)
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
 
     async def publish_and_ack(self, messages: list[Outgoing], delivery: Delivery) -> None:
         await self.send(messages)
@@ -567,7 +589,8 @@ class RabbitMQTransport:
         tag = _tag(message)
         consumer.outstanding.discard(tag)
         try:
-            await message.channel.basic_nack(tag, requeue=True, wait=False)
+            async with consumer.settling:
+                await message.channel.basic_nack(tag, requeue=True, wait=False)
         except _FOREIGN as exc:
             raise TransportError(
                 f"cannot settle a message of {delivery.queue!r} (its channel closed; the "
@@ -673,6 +696,8 @@ class RabbitMQTransport:
         self._inflight_ex = None
 
     async def close(self) -> None:
+        with contextlib.suppress(*_FOREIGN):
+            await asyncio.wait_for(self._flush_all(), 5.0)
         await self._stop_reporting()
         self._watching = False
         conn, self._conn, self._pub, self._stats_ch = self._conn, None, None, None
@@ -711,12 +736,6 @@ def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items()
             if not k.startswith(("x-death", "x-first-death", "x-last-death",
                                  "x-delivery-count"))}
-
-
-def _quiet(future: asyncio.Future[None]) -> None:
-    """Mark a flush's failure as seen: its awaiters (if any are left) got it."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _tag(message: DeliveredMessage) -> int:

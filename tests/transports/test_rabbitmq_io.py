@@ -1,0 +1,165 @@
+"""RabbitMQ only: the transport's socket writer and ack coalescing.
+
+The writer is tested against a real TCP server on 127.0.0.1 (no broker needed): frames
+written in one turn of the event loop leave in one ``send``, in order, and nothing
+gathered is lost at ``drain`` or ``close``. The acks are tested on the broker: many
+messages acked together (within the ack linger) go out as one ``basic.ack`` with
+``multiple``, but a tag above one still held is never covered by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from asya_agents.transports.base import Outgoing
+from tests.conftest import require_service
+from tests.transports.conftest import RABBIT_URL, RUN_PREFIX
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[int, asyncio.Queue[bytes]]]:
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            received.put_nowait(chunk)
+        writer.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        yield port, received
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def _writer(port: int) -> tuple[Any, list[bytes]]:
+    from yarl import URL
+
+    from asya_agents.transports.rabbitmq import _CoalescingTCP
+
+    _, writer = await _CoalescingTCP().create(URL(f"amqp://127.0.0.1:{port}/"))
+    sent: list[bytes] = []
+    real_write = writer.transport.write
+
+    def spy(data: bytes) -> None:
+        sent.append(bytes(data))
+        real_write(data)
+
+    writer.transport.write = spy  # type: ignore[method-assign]
+    return writer, sent
+
+
+async def _read(received: asyncio.Queue[bytes], size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += await asyncio.wait_for(received.get(), 5)
+    return data
+
+
+async def test_writes_in_one_loop_turn_leave_in_one_send_in_order(
+        server: tuple[int, asyncio.Queue[bytes]]) -> None:
+    port, received = server
+    writer, sent = await _writer(port)
+    # When three frames are written in one turn of the loop
+    for frame in (b"one|", b"two|", b"three|"):
+        writer.write(frame)
+    assert sent == []  # gathered, not sent yet
+    await asyncio.sleep(0)  # the next turn
+    await asyncio.sleep(0)
+    # Then they left in one send, in order, and the peer got exactly that
+    assert sent == [b"one|two|three|"]
+    assert await _read(received, 14) == b"one|two|three|"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_drain_and_close_send_what_was_gathered(
+        server: tuple[int, asyncio.Queue[bytes]]) -> None:
+    port, received = server
+    writer, sent = await _writer(port)
+    writer.write(b"before-drain|")
+    await writer.drain()  # aiormq drains after an RPC frame: it must be on the wire
+    assert sent == [b"before-drain|"]
+    writer.write(b"last")
+    writer.close()  # e.g. Connection.Close right before the socket closes
+    await writer.wait_closed()
+    assert sent == [b"before-drain|", b"last"]
+    assert await _read(received, 17) == b"before-drain|last"
+
+
+@pytest.fixture
+async def rabbit() -> AsyncIterator[Any]:
+    require_service("RabbitMQ", port=5672)
+    from asya_agents.transports.rabbitmq import RabbitMQTransport
+
+    t = RabbitMQTransport(RABBIT_URL, mesh=f"io{uuid.uuid4().hex[:8]}", prefix=RUN_PREFIX,
+                          management_url=None)
+    await t.ensure_queues(["work"])
+    try:
+        yield t
+    finally:
+        await t.delete_queues(["work"])
+        await t.close()
+
+
+async def test_acks_together_are_one_multiple_ack_that_spares_held_tags(
+        rabbit: Any) -> None:
+    from aiormq.channel import Channel
+
+    await rabbit.send([Outgoing("work", f"m{i}".encode()) for i in range(10)])
+    got: list[Any] = []
+    while len(got) < 10:
+        got += await rabbit.receive("work", max_messages=10, wait=5, visibility=30)
+    acks: list[tuple[int, bool]] = []
+    real_ack = Channel.basic_ack
+
+    async def spy(self: Channel, delivery_tag: int, multiple: bool = False,
+                  wait: bool = True) -> None:
+        acks.append((delivery_tag, multiple))
+        await real_ack(self, delivery_tag, multiple=multiple, wait=wait)
+
+    Channel.basic_ack = spy  # type: ignore[method-assign]
+    try:
+        tags = [d.token.delivery_tag for d in got]
+        # When all but the 4th are acked together, while the 4th is still held
+        held = got[3]
+        await asyncio.gather(*(rabbit.ack(d) for d in got if d is not held))
+        for _ in range(200):  # the linger timer sends them
+            if len(acks) >= 7:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        Channel.basic_ack = real_ack  # type: ignore[method-assign]
+    # Then the three below it went as one multiple ack, the rest one by one
+    assert acks[0] == (tags[2], True)
+    assert sorted(acks[1:]) == [(t, False) for t in tags[4:]]
+    # and the held one is still unacked: given back, it comes again
+    await rabbit.nack(held)
+    [again] = await rabbit.receive("work", max_messages=1, wait=5, visibility=30)
+    assert again.body == b"m3"
+    await rabbit.ack(again)
+    assert (await rabbit.stats("work")).total == 0
+
+
+async def test_close_sends_the_acks_still_waiting(rabbit: Any) -> None:
+    from asya_agents.transports.rabbitmq import RabbitMQTransport
+
+    await rabbit.send([Outgoing("work", b"once")])
+    consumer = RabbitMQTransport(RABBIT_URL, mesh=rabbit.mesh, prefix=RUN_PREFIX,
+                                 management_url=None)
+    consumer.ACK_LINGER = 60.0  # the ack would wait a minute
+    [got] = await consumer.receive("work", max_messages=1, wait=5, visibility=30)
+    await consumer.ack(got)
+    # When the consumer closes (a replica drained by SIGTERM) right after acking
+    await consumer.close()
+    # Then the ack went out before the connection closed: nothing comes back
+    assert await rabbit.receive("work", max_messages=1, wait=1.0, visibility=30) == []
