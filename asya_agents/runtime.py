@@ -140,6 +140,7 @@ class Runtime:
         self.restart_needed = False
         self._inflight: dict[int, tuple[Delivery, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()
 
     @property
     def in_flight(self) -> int:
@@ -151,6 +152,7 @@ class Runtime:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then let in-flight work finish (up to the
         actor's timeout) before returning."""
+        self._freed = asyncio.Event()  # of this run's loop
         heartbeat = asyncio.create_task(self._heartbeat(stop))
         try:
             while not stop.is_set() and not self.restart_needed:
@@ -159,8 +161,7 @@ class Runtime:
                     break
                 free = self.cfg.admission.limit(self.cfg.concurrency) - len(self._tasks)
                 if free <= 0:
-                    await asyncio.wait(self._tasks, timeout=self.cfg.receive_wait,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await self._slot_freed(self.cfg.receive_wait)
                     continue
                 granted = await self.cfg.admission.acquire(self.cfg.batch_size or free, stop)
                 if granted <= 0:
@@ -219,7 +220,21 @@ class Runtime:
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._freed.set()
+
+    async def _slot_freed(self, timeout: float) -> None:
+        """Wait until a message's task ends (or ``timeout``): one event, rather than a
+        callback on each of the ``concurrency`` tasks in flight per wait."""
+        self._freed.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._freed.wait()
+        except TimeoutError:
+            pass
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Extend the lease of messages whose handler runs long, so that a slow

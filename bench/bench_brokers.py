@@ -19,7 +19,11 @@ envelopes/s is N over the time from the first publish to the last completion, la
 is completion minus creation per message (so at saturation p50 includes queueing).
 Ratios are against the baselines of this run.
 
-    python bench/bench_brokers.py [--count 3000] [--rounds 2] [--only mesh|raw|celery]
+The mesh's replicas log at WARNING and serve no ``/metrics``, as the other two have
+neither; ``--observed`` runs it with INFO logs (one JSON line per hop) and ``/metrics``.
+
+    python bench/bench_brokers.py [--count 3000] [--rounds 3] [--only mesh|raw|celery]
+                                  [--observed]
 """
 
 from __future__ import annotations
@@ -69,13 +73,19 @@ def summary(count: int, began: float, done: list[tuple[float, float]]) -> dict[s
 # -- the mesh ---------------------------------------------------------------------------
 
 
-def run_mesh(count: int) -> dict[str, Any]:
+def run_mesh(count: int, *, observed: bool = False) -> dict[str, Any]:
+    """The mesh with its replicas logging at WARNING and serving no /metrics (the raw and
+    Celery pipelines have neither); ``observed``: INFO logs (one JSON line per hop, to a
+    file) and /metrics on every replica, as ``asya up`` runs by default."""
     state = Path(tempfile.mkdtemp(prefix="asya-bench-brokers-"))
     prefix = f"bench{RUN}"
-    env = {**os.environ, "ASYA_LOG_LEVEL": "WARNING", "ASYA_RABBITMQ_QUEUE_PREFIX": prefix,
-           "ASYA_RABBITMQ_MANAGEMENT_URL": "", "ASYA_METRICS_PORT": "-1"}
+    env = {**os.environ, "ASYA_RABBITMQ_QUEUE_PREFIX": prefix,
+           "ASYA_RABBITMQ_MANAGEMENT_URL": ""}
+    env.update({"ASYA_LOG_LEVEL": "INFO", "ASYA_LOG_FORMAT": "json", "ASYA_METRICS_PORT": "0"}
+               if observed else {"ASYA_LOG_LEVEL": "WARNING", "ASYA_METRICS_PORT": "-1"})
+    logs = open(state / "mesh.log", "w") if observed else None
     up = subprocess.Popen([sys.executable, "-m", "asya_agents", "up", str(MESH), "--transport",
-                           "rabbitmq", "--state-dir", str(state)], env=env)
+                           "rabbitmq", "--state-dir", str(state)], env=env, stderr=logs)
     store = SQLiteResultStore(state / "results.db")
     transport = RabbitMQTransport(URL, mesh="trio", prefix=prefix)
     try:
@@ -95,6 +105,8 @@ def run_mesh(count: int) -> dict[str, Any]:
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
+        if logs is not None:
+            logs.close()
         store.close()
         asyncio.run(_delete(transport, [*STEPS, "happy-end", "error-end"]))
 
@@ -375,9 +387,11 @@ def cpu_columns(row: dict[str, Any]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="runs of each system, interleaved; the best of each is shown")
     parser.add_argument("--only", choices=["mesh", "raw", "celery"], help="one system alone")
+    parser.add_argument("--observed", action="store_true",
+                        help="the mesh with INFO logs and /metrics on (as asya up by default)")
     parser.add_argument("--raw-hop", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--celery-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -392,7 +406,8 @@ def main() -> None:
              "--without-mingle", "--without-heartbeat"])
         return
     if args.only:
-        row = {"mesh": run_mesh, "raw": run_raw, "celery": run_celery}[args.only](args.count)
+        row = ({"mesh": lambda n: run_mesh(n, observed=args.observed), "raw": run_raw,
+                "celery": run_celery}[args.only](args.count))
         print(f"{args.only}: {row['rate']:.0f} msg/s, p50 {row['p50'] * 1000:.0f} ms, "
               f"p99 {row['p99'] * 1000:.0f} ms; CPU ms/msg by process: "
               + ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["cpu"].items())))
@@ -401,7 +416,7 @@ def main() -> None:
     for _ in range(args.rounds):  # interleaved, so a busy moment hits every system
         rows["raw"].append(run_raw(args.count))
         rows["celery"].append(run_celery(args.count))
-        rows["mesh"].append(run_mesh(args.count))
+        rows["mesh"].append(run_mesh(args.count, observed=args.observed))
     raw, celery, mesh = (max(rows[k], key=lambda r: r["rate"])
                          for k in ("raw", "celery", "mesh"))
     print(f"\n{args.count} messages, 3 hops, RabbitMQ 127.0.0.1, {os.cpu_count()} cores, "

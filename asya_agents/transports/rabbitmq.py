@@ -7,6 +7,13 @@ replica consumes with manual acks and a prefetch equal to what the runtime first
 for (the actor's ``concurrency``, or its batch size), so the broker never pushes more
 than the replica may hold.
 
+**The per-message path.** aio-pika owns the connection (``connect_robust``), the
+declarations and each channel's prefetch; publish, consume and ack go through the aiormq
+channel under it, with no aio-pika message objects. The connection's writer sends what
+one turn of the event loop wrote in one system call (:class:`_CoalescingWriter`), and
+acks wait up to ``ACK_LINGER`` to leave together as one ``multiple`` ack
+(:meth:`RabbitMQTransport.ack`).
+
 **Leases.** RabbitMQ has no visibility timeout: a delivered message belongs to its
 channel until it is acked, or until the channel or connection dies, and then the broker
 requeues it at once. So ``visibility`` is not used and ``extend`` has nothing to do (the
@@ -117,6 +124,7 @@ class _Consumer:
 
     name: str
     channel: AbstractChannel
+    prefetch: int = 1
     buffer: asyncio.Queue[DeliveredMessage] = field(default_factory=asyncio.Queue)
     raw: RawChannel | None = None
     outstanding: set[int] = field(default_factory=set)
@@ -422,9 +430,9 @@ class RabbitMQTransport:
         if queue not in self._consumers:
             await self._channel()
             channel = await self._open_channel()
-            consumer = _Consumer(self.queue_name(queue), channel)
+            consumer = _Consumer(self.queue_name(queue), channel, max(prefetch, 1))
             try:
-                await channel.set_qos(prefetch_count=max(prefetch, 1))
+                await channel.set_qos(prefetch_count=consumer.prefetch)
                 await channel.declare_queue(consumer.name, passive=True)
                 await self._consume(consumer)
             except _FOREIGN as exc:
@@ -500,10 +508,11 @@ class RabbitMQTransport:
 
     async def ack(self, delivery: Delivery) -> None:
         """Ack ``delivery``: it is settled here at once, and its ``basic.ack`` waits up
-        to ``ACK_LINGER`` seconds (or until ``ACK_BATCH`` are waiting) for others to go
-        with it: one ack with ``multiple`` covers every tag below the lowest one still
-        outstanding, and the rest go one by one. Fewer frames, and for a quorum queue
-        fewer commands in its log; the broker's CPU per message drops with them.
+        to ``ACK_LINGER`` seconds (or until ``ACK_BATCH``, or half the prefetch, are
+        waiting) for others to go with it: one ack with ``multiple`` covers every tag
+        below the lowest one still outstanding, and the rest go one by one. Fewer
+        frames, and for a quorum queue fewer commands in its log; the broker's CPU per
+        message drops with them.
 
         A message is only acked after what it produced was confirmed, so a crash in
         that window only means the broker delivers it again (at-least-once; happy-end
@@ -512,7 +521,9 @@ class RabbitMQTransport:
         tag = _tag(message)
         consumer.outstanding.discard(tag)
         consumer.acks.append(tag)
-        if len(consumer.acks) >= self.ACK_BATCH:
+        # Unsent acks still count against the prefetch: past half of it, send them now
+        # (at once for a prefetch of 1), so the broker keeps delivering.
+        if len(consumer.acks) >= min(self.ACK_BATCH, max(1, consumer.prefetch // 2)):
             self._flush(consumer)
         elif consumer.timer is None:
             consumer.timer = asyncio.get_running_loop().call_later(

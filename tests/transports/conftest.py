@@ -8,6 +8,7 @@ run and a mesh name unique to the test, and are deleted after it.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -112,3 +113,19 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
                     await admin.delete_queues(QUEUES)  # type: ignore[attr-defined]
             finally:
                 await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def rabbit_work_queue(mesh_prefix: str) -> AsyncIterator[Any]:
+    """A RabbitMQ transport on a fresh mesh with one queue, ``work``, deleted after."""
+    require_service("RabbitMQ", port=5672)
+    from asya_agents.transports.rabbitmq import RabbitMQTransport
+
+    t = RabbitMQTransport(RABBIT_URL, mesh=f"{mesh_prefix}{uuid.uuid4().hex[:8]}",
+                          prefix=RUN_PREFIX, management_url=None)
+    await t.ensure_queues(["work"])
+    try:
+        yield t
+    finally:
+        await t.delete_queues(["work"])
+        await t.close()

@@ -10,15 +10,13 @@ messages acked together (within the ack linger) go out as one ``basic.ack`` with
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from asya_agents.transports.base import Outgoing
-from tests.conftest import require_service
-from tests.transports.conftest import RABBIT_URL, RUN_PREFIX
+from tests.transports.conftest import RABBIT_URL, RUN_PREFIX, rabbit_work_queue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,17 +96,8 @@ async def test_drain_and_close_send_what_was_gathered(
 
 @pytest.fixture
 async def rabbit() -> AsyncIterator[Any]:
-    require_service("RabbitMQ", port=5672)
-    from asya_agents.transports.rabbitmq import RabbitMQTransport
-
-    t = RabbitMQTransport(RABBIT_URL, mesh=f"io{uuid.uuid4().hex[:8]}", prefix=RUN_PREFIX,
-                          management_url=None)
-    await t.ensure_queues(["work"])
-    try:
+    async with rabbit_work_queue("io") as t:
         yield t
-    finally:
-        await t.delete_queues(["work"])
-        await t.close()
 
 
 async def test_acks_together_are_one_multiple_ack_that_spares_held_tags(
@@ -163,3 +152,23 @@ async def test_close_sends_the_acks_still_waiting(rabbit: Any) -> None:
     await consumer.close()
     # Then the ack went out before the connection closed: nothing comes back
     assert await rabbit.receive("work", max_messages=1, wait=1.0, visibility=30) == []
+
+
+async def test_a_consumer_with_prefetch_one_acks_at_once(rabbit: Any) -> None:
+    from asya_agents.transports.rabbitmq import RabbitMQTransport
+
+    await rabbit.send([Outgoing("work", b"first"), Outgoing("work", b"second")])
+    consumer = RabbitMQTransport(RABBIT_URL, mesh=rabbit.mesh, prefix=RUN_PREFIX,
+                                 management_url=None)
+    consumer.ACK_LINGER = 60.0  # a lingering ack would hold the only prefetch slot
+    try:
+        # Given a consumer of concurrency 1 (a GPU actor, say)
+        [one] = await consumer.receive("work", max_messages=1, wait=5, visibility=30)
+        await consumer.ack(one)
+        # Then its ack went at once: the broker delivers the next message now
+        [two] = await consumer.receive("work", max_messages=1, wait=5, visibility=30)
+        assert (one.body, two.body) == (b"first", b"second")
+        await consumer.ack(two)
+    finally:
+        await consumer.close()
+    assert (await rabbit.stats("work")).total == 0

@@ -14,7 +14,6 @@ import asyncio
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from asya_agents.errors import TransportError
 from asya_agents.transports.base import Outgoing
 from tests.conftest import SERVICE_SKIP, require_service
-from tests.transports.conftest import RABBIT_URL, RUN_PREFIX
+from tests.transports.conftest import rabbit_work_queue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,16 +31,8 @@ async def rabbit() -> AsyncIterator[object]:
     require_service("RabbitMQ", port=5672)
     if shutil.which("rabbitmqctl") is None:
         pytest.skip(f"{SERVICE_SKIP} rabbitmqctl (to close connections as the broker)")
-    from asya_agents.transports.rabbitmq import RabbitMQTransport
-
-    t = RabbitMQTransport(RABBIT_URL, mesh=f"rc{uuid.uuid4().hex[:8]}", prefix=RUN_PREFIX,
-                          management_url=None)
-    await t.ensure_queues(["work"])
-    try:
+    async with rabbit_work_queue("rc") as t:
         yield t
-    finally:
-        await t.delete_queues(["work"])
-        await t.close()
 
 
 def close_connections(name: str) -> int:
