@@ -37,6 +37,11 @@ class Harness:
     opened: list[Any] = field(default_factory=list)
     #: Seconds a test may wait for a message that is due now (network, long poll).
     patience: float = 5.0
+    #: Whether a leased message is never handed to a second consumer at once. SQS
+    #: standard queues promise at-least-once only ("occasionally more than one copy of
+    #: a message is delivered", AWS's SQS developer guide), and moto's ReceiveMessage
+    #: shows the same under concurrent receives; happy-end's dedup is what absorbs it.
+    exclusive_leases: bool = True
 
     async def transport(self, **options: Any) -> Any:
         t = await self.open(**options)
@@ -98,7 +103,8 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         require_service("RabbitMQ", port=5672)
         h = Harness(kind, _rabbit_opener(mesh))
     else:
-        h = Harness(kind, _sqs_opener(request.getfixturevalue("moto_url"), mesh))
+        h = Harness(kind, _sqs_opener(request.getfixturevalue("moto_url"), mesh),
+                    exclusive_leases=False)
     admin: Transport = await h.open()
     await admin.ensure_queues(QUEUES)
     try:

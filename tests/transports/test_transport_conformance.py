@@ -172,7 +172,7 @@ async def test_depth_and_in_flight_counts(harness: Harness) -> None:
     assert await total_becomes(t, "work", 3, patience=harness.patience) == 3
 
 
-async def test_concurrent_consumers_share_the_work_without_duplicates(harness: Harness) -> None:
+async def test_concurrent_consumers_share_the_work(harness: Harness) -> None:
     # Given 90 messages and three consumers
     t = await harness.transport()
     sent = [f"job-{i}".encode() for i in range(90)]
@@ -192,9 +192,13 @@ async def test_concurrent_consumers_share_the_work_without_duplicates(harness: H
 
     # When they all consume at once
     results = await asyncio.gather(*(work(c) for c in consumers))
-    # Then every message was handled exactly once across them
+    # Then every message was handled, and once across them where leases are exclusive
     handled = [b for seen in results for b in seen]
-    assert sorted(handled) == sorted(sent)
+    if harness.exclusive_leases:
+        assert sorted(handled) == sorted(sent)
+    else:  # SQS: at-least-once, a rare second copy and nothing lost
+        assert set(handled) == set(sent)
+        assert len(handled) - len(sent) <= len(sent) // 30
 
 
 @pytest.mark.parametrize("body", [
