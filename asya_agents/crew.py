@@ -20,7 +20,7 @@ from typing import Any
 from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
 from asya_agents.errors import StoreError
 from asya_agents.manifest import ScalingSpec
-from asya_agents.stores.base import ResultStore, Status
+from asya_agents.stores.base import ResultStore, Status, is_postgres_url
 from asya_agents.transports.base import Outgoing, Transport
 
 __all__ = ["CREW_SCALING", "GroupRecorder", "crew_scaling", "crew_terminal", "replay_failed"]
@@ -35,7 +35,7 @@ def crew_scaling(store_url: str | None) -> ScalingSpec:
     """Crew scaling for the result store at ``store_url``: a SQLite file takes one
     writer at a time, so there a second replica would only wait on the first's lock
     (and each replica already group-commits); PostgreSQL takes ``CREW_SCALING``."""
-    if store_url and store_url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(store_url):
         return CREW_SCALING
     return CREW_SCALING.model_copy(update={"maxReplicaCount": 1})
 

@@ -49,7 +49,7 @@ from asya_agents.durations import Duration
 from asya_agents.envelope import ERROR_END, Envelope, ErrorInfo, Hop, Route
 from asya_agents.errors import ConfigError, HandlerError, TransportError
 from asya_agents.runtime import Runtime, RuntimeConfig
-from asya_agents.stores.base import ResultStore
+from asya_agents.stores.base import ResultStore, is_postgres_url
 from asya_agents.stores.review_base import (
     DECISIONS,
     DecideResult,
@@ -129,7 +129,7 @@ def open_review_store(url: str | None, *, state_dir: Path,
         from asya_agents.stores.review_sqlite import SQLiteReviewStore
 
         return SQLiteReviewStore(state_dir / "review.db", clock=clock)
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         from asya_agents.stores.review_postgres import PostgresReviewStore
 
         return PostgresReviewStore(url, clock=clock)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from asya_agents.errors import ConfigError
-from asya_agents.stores.base import ResultRecord, ResultStore, Totals
+from asya_agents.stores.base import ResultRecord, ResultStore, Totals, is_postgres_url
 from asya_agents.stores.sqlite import SQLiteResultStore
 
 __all__ = ["ResultRecord", "ResultStore", "SQLiteResultStore", "Totals", "open_result_store"]
@@ -21,7 +21,7 @@ def open_result_store(url: str | None, *, state_dir: Path) -> ResultStore:
     """The store at ``url``, or SQLite in ``state_dir`` when ``url`` is unset."""
     if not url:
         return SQLiteResultStore(state_dir / "results.db")
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         try:
             from asya_agents.stores.postgres import PostgresResultStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:

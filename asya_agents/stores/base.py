@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["ENDED", "ResultRecord", "ResultStore", "Status", "Totals", "result_row"]
+__all__ = ["ENDED", "ResultRecord", "ResultStore", "Status", "Totals", "is_postgres_url",
+           "result_row"]
 
 Status = Literal["succeeded", "failed", "paused"]
 ENDED: tuple[Status, ...] = ("succeeded", "failed", "paused")
@@ -47,6 +48,11 @@ class Totals:
     failed: int = 0
     paused: int = 0
     duplicates: int = 0
+
+
+def is_postgres_url(url: str | None) -> bool:
+    """Whether ``ASYA_STORE_URL`` names a PostgreSQL database (else SQLite)."""
+    return url is not None and url.startswith(("postgresql://", "postgres://"))
 
 
 def result_row(status: Status, envelope: dict[str, Any], now: float) -> tuple[Any, ...]:
