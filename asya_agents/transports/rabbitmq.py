@@ -488,7 +488,7 @@ class RabbitMQTransport:
         headers = message.header.properties.headers or {}
         due = headers.get(_DUE)
         if isinstance(due, int) and delay_class(due - time.time() * 1000) is not None:
-            await self._repark(Delivery(queue, message.body, message, 1), dict(headers))
+            await self._repark(Delivery(queue, message.body, message, 1), headers)
             return None
         count = 1 + _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
         if message.delivery.redelivered and "x-delivery-count" not in headers:  # type: ignore[union-attr]
@@ -583,7 +583,7 @@ class RabbitMQTransport:
             await self._requeue(delivery)
             return
         message: DeliveredMessage = delivery.token
-        headers = {**_own_headers(dict(message.header.properties.headers or {})),
+        headers = {**_own_headers(message.header.properties.headers or {}),
                    _DUE: int((time.time() + delay) * 1000), _PRIOR: delivery.delivery_count}
         try:
             await self._publish_all([(self.queue_name(delivery.queue), delivery.body, headers)])
