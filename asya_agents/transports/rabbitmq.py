@@ -55,6 +55,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,15 @@ try:
     from aiormq.abc import DeliveredMessage
     from pamqp.commands import Basic
     from yarl import URL
+
+    from asya_agents.transports.amqp_wire import (
+        Confirms,
+        FrameReader,
+        Incoming,
+        ack_frames,
+        nack_frame,
+        publish_frames,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"the rabbitmq transport needs aio-pika: pip install 'asya-agents[rabbitmq]' ({exc})"
@@ -120,28 +130,41 @@ class _Consumer:
     ``outstanding`` holds the delivery tags of the current raw channel that are neither
     acked nor nacked (taken by the runtime or still buffered); ``acks`` those whose ack
     waits for the next flush (see :meth:`RabbitMQTransport.ack`), which ``timer``
-    will start."""
+    will start. ``frames`` is the connection's :class:`FrameReader` when it reads this
+    consumer's deliveries and takes its acks (``amqp://``); without one (``amqps://``)
+    both go through aiormq."""
 
     name: str
     channel: AbstractChannel
     prefetch: int = 1
-    buffer: asyncio.Queue[DeliveredMessage] = field(default_factory=asyncio.Queue)
+    buffer: asyncio.Queue[Incoming] = field(default_factory=asyncio.Queue)
     raw: RawChannel | None = None
+    frames: FrameReader | None = None
     outstanding: set[int] = field(default_factory=set)
     acks: list[int] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
-    #: Settling frames (acks, nacks) of this consumer go out in the order they were
-    #: decided: a ``multiple`` ack must never overtake a single one it covers.
+    #: Settling frames sent through aiormq go out in the order they were decided: a
+    #: ``multiple`` ack must never overtake a single one it covers. (Frames written
+    #: to a FrameReader are written in that order already.)
     settling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def on_message(self, message: DeliveredMessage) -> None:
+    def delivered(self, message: Incoming) -> None:
+        """A delivery, decoded by the connection's FrameReader or by aiormq."""
         if message.channel is self.raw:
-            self.outstanding.add(_tag(message))
+            self.outstanding.add(message.delivery_tag)
         self.buffer.put_nowait(message)
 
-    def current(self, message: DeliveredMessage) -> bool:
+    async def on_message(self, message: DeliveredMessage) -> None:
+        """aiormq's consumer callback: deliveries the FrameReader did not take."""
+        self.delivered(Incoming(
+            message.channel, _tag(message), bool(message.redelivered),
+            message.routing_key or "", message.header.properties.headers or {},
+            message.body))
+
+    def current(self, message: Incoming) -> bool:
         """Whether ``message`` came on the live raw channel (so its tag may be settled)."""
-        return message.channel is self.raw and not message.channel.is_closed
+        raw = self.raw
+        return message.channel is raw and raw is not None and not raw.is_closed
 
 
 class _InFlightReports:
@@ -222,32 +245,59 @@ class _CoalescingWriter(asyncio.StreamWriter):
 
 
 class _CoalescingTCP(TransportFactory):
-    """aiormq's transport factory for ``amqp://``: a TCP stream with a
-    :class:`_CoalescingWriter`."""
+    """aiormq's transport factory for ``amqp://``: a TCP stream read by a
+    :class:`FrameReader` and written by a :class:`_CoalescingWriter`. ``latest`` is the
+    reader of the connection made last, until :class:`_Connection` claims it."""
+
+    def __init__(self) -> None:
+        self.latest: FrameReader | None = None
 
     async def create(self, url: URL, **kwargs: Any
                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         kwargs.pop("ssl_context_provider", None)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        protocol = FrameReader(reader, loop)
         try:
             transport, _ = await loop.create_connection(
                 lambda: protocol, host=url.host or "localhost", port=url.port or 5672, **kwargs)
         except OSError as exc:
             raise aiormq.exceptions.AMQPConnectionError(*exc.args) from exc
-        return reader, _CoalescingWriter(transport, protocol, reader, loop)
+        writer = _CoalescingWriter(transport, protocol, reader, loop)
+        protocol.writer = writer
+        self.latest = protocol
+        return reader, writer
+
+
+#: The FrameReader of each aiormq connection made through :class:`_CoalescingTCP`.
+_FRAMES: weakref.WeakKeyDictionary[Any, FrameReader] = weakref.WeakKeyDictionary()
+
+
+def _frames_of(raw: RawChannel) -> FrameReader | None:
+    """The FrameReader under ``raw``'s connection, while it is the live one."""
+    frames = _FRAMES.get(raw.connection)
+    return None if frames is None or frames.gone else frames
 
 
 class _Connection(aio_pika.RobustConnection):
     """aio-pika's robust connection on :class:`_CoalescingTCP` (``amqps://`` keeps
-    aiormq's TLS transport)."""
+    aiormq's TLS transport, and with it aiormq's frame handling)."""
 
     def __init__(self, url: Any, loop: asyncio.AbstractEventLoop | None = None,
                  **kwargs: Any) -> None:
         super().__init__(url, loop=loop, **kwargs)
         if self.url.scheme == "amqp":
             self.kwargs["transport_factory"] = _CoalescingTCP()
+
+    async def _on_connected(self) -> None:
+        # Each (re)connect: tie the new aiormq connection to the FrameReader its socket
+        # was given, before the robust channels are restored on it.
+        factory = self.kwargs.get("transport_factory")
+        if isinstance(factory, _CoalescingTCP) and factory.latest is not None \
+                and self.transport is not None:
+            _FRAMES[self.transport.connection] = factory.latest
+            factory.latest = None
+        await super()._on_connected()
 
 
 class RabbitMQTransport:
@@ -268,6 +318,7 @@ class RabbitMQTransport:
         max_message_bytes: int = 4 * 1024 * 1024,
         delivery_limit: int = 20,
         connect_timeout: float = 10.0,
+        frame_reader: bool = True,
     ) -> None:
         self.url = url
         self.mesh = mesh
@@ -276,10 +327,17 @@ class RabbitMQTransport:
         self.max_message_bytes = max_message_bytes
         self.delivery_limit = delivery_limit
         self._timeout = connect_timeout
+        #: Deliveries, confirms and acks through the connection's FrameReader (the hot
+        #: path, ``amqp://``); False leaves every frame to aiormq, as on ``amqps://``.
+        self._frame_reader = frame_reader
         self._conn: AbstractRobustConnection | None = None
         self._pub: AbstractChannel | None = None
         self._pub_raw: RawChannel | None = None
+        self._pub_frames: FrameReader | None = None
+        self._confirms: Confirms | None = None
         self._published = 0
+        self._pub_epoch = 0
+        self._consumes = 0
         self._flushes: set[asyncio.Task[None]] = set()
         self._stats_ch: AbstractChannel | None = None
         self._lock = asyncio.Lock()
@@ -290,6 +348,7 @@ class RabbitMQTransport:
         self._reports = _InFlightReports(self._id)
         self._reporter: asyncio.Task[None] | None = None
         self._inflight_ex: AbstractExchange | None = None
+        self._report_ch: AbstractChannel | None = None
         self._watching = False
 
     @classmethod
@@ -324,7 +383,9 @@ class RabbitMQTransport:
             if self._conn is None:
                 try:
                     self._conn = await aio_pika.connect_robust(
-                        self.url, timeout=self._timeout, connection_class=_Connection,
+                        self.url, timeout=self._timeout,
+                        connection_class=_Connection if self._frame_reader
+                        else aio_pika.RobustConnection,
                         client_properties={"connection_name": self.connection_name})
                 except _FOREIGN as exc:
                     raise TransportUnavailable(
@@ -409,14 +470,41 @@ class RabbitMQTransport:
         except _FOREIGN as exc:
             raise TransportUnavailable(f"publishing to RabbitMQ failed: {exc}") from exc
 
+    async def _publishing(self) -> RawChannel:
+        """The raw publishing channel now; its confirms are read by the connection's
+        FrameReader where there is one."""
+        raw = self._pub_raw
+        if raw is not None and not raw.is_closed:
+            return raw
+        robust = await self._channel()
+        raw = await robust.get_underlay_channel()
+        if raw is self._pub_raw:
+            return raw  # another publish got here first
+        self._pub_raw = raw
+        frames = self._pub_frames = _frames_of(raw)
+        self._confirms = None
+        if frames is not None:
+            self._pub_epoch += 1
+            self._confirms = Confirms(raw, raw.number, f"{self._id}-{self._pub_epoch}",
+                                      asyncio.get_running_loop(), refused=_refused)
+            frames.confirm(self._confirms)
+        return raw
+
     async def _publish(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
         due = headers.get(_DUE)
         step = None if due is None else delay_class(due - time.time() * 1000)
         exchange = "" if step is None else await self._delay_exchange(step)
-        raw = self._pub_raw
-        if raw is None or raw.is_closed:
-            robust = await self._channel()
-            raw = self._pub_raw = await robust.get_underlay_channel()
+        raw = await self._publishing()
+        confirms, frames = self._confirms, self._pub_frames
+        if confirms is not None and frames is not None:
+            message_id, confirmed = confirms.expect()
+            if not frames.write(confirms.number, publish_frames(
+                    confirms.number, exchange, key, body, message_id=message_id,
+                    headers=headers or None, mandatory=True,
+                    max_body_frame=raw.max_content_size)):  # type: ignore[attr-defined]
+                confirms.lose("the publishing channel closed")
+            await confirmed
+            return
         self._published += 1
         properties = Basic.Properties(delivery_mode=2, headers=headers or None,
                                       message_id=f"{self._id}.{self._published}")
@@ -448,12 +536,25 @@ class RabbitMQTransport:
 
     async def _consume(self, consumer: _Consumer) -> None:
         """Consume on the channel's raw (aiormq) channel: deliveries skip aio-pika's
-        message objects, and acks can be coalesced (see :meth:`ack`)."""
+        message objects, and acks can be coalesced (see :meth:`ack`). Where the
+        connection has a FrameReader, it takes this consumer's deliveries from the
+        first one on: it learns the consumer tag before ``basic.consume`` is sent."""
         raw = await consumer.channel.get_underlay_channel()
         if consumer.timer is not None:
             consumer.timer.cancel()  # acks for the lost channel: the broker requeued those
         consumer.raw, consumer.outstanding, consumer.acks, consumer.timer = raw, set(), [], None
-        await raw.basic_consume(consumer.name, consumer.on_message, no_ack=False)
+        self._consumes += 1
+        tag = f"asya-{self._id}-{self._consumes}"
+        consumer.frames = _frames_of(raw)
+        if consumer.frames is not None:
+            consumer.frames.consume(raw.number, tag, raw, consumer)
+        try:
+            await raw.basic_consume(consumer.name, consumer.on_message, no_ack=False,
+                                    consumer_tag=tag)
+        except BaseException:
+            if consumer.frames is not None:
+                consumer.frames.forget(raw.number)
+            raise
 
     async def receive(
         self, queue: str, *, max_messages: int, wait: float, visibility: float
@@ -481,23 +582,24 @@ class RabbitMQTransport:
         return got
 
     async def _admit(self, queue: str, consumer: _Consumer,
-                     message: DeliveredMessage) -> Delivery | None:
+                     message: Incoming) -> Delivery | None:
         """A delivery for the runtime, or None for a stale or not-yet-due message."""
         if not consumer.current(message):
             return None  # from a channel lost before a reconnect: the broker requeued it
-        headers = message.header.properties.headers or {}
+        headers = message.headers
+        if not headers:
+            return Delivery(queue, message.body, message, 2 if message.redelivered else 1)
         due = headers.get(_DUE)
         if isinstance(due, int) and delay_class(due - time.time() * 1000) is not None:
             await self._repark(Delivery(queue, message.body, message, 1), headers)
             return None
         count = 1 + _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
-        if message.delivery.redelivered and "x-delivery-count" not in headers:  # type: ignore[union-attr]
+        if message.redelivered and "x-delivery-count" not in headers:
             count += 1
         return Delivery(queue, message.body, message, count)
 
     async def _repark(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        message: DeliveredMessage = delivery.token
-        assert message.routing_key is not None
+        message: Incoming = delivery.token
         prior = _int(headers.get(_PRIOR)) + _int(headers.get("x-delivery-count"))
         headers = {**_own_headers(headers), _PRIOR: prior}
         try:
@@ -518,7 +620,7 @@ class RabbitMQTransport:
         that window only means the broker delivers it again (at-least-once; happy-end
         records an id once). :meth:`close` sends what is waiting."""
         consumer, message = self._settling(delivery)
-        tag = _tag(message)
+        tag = message.delivery_tag
         consumer.outstanding.discard(tag)
         consumer.acks.append(tag)
         # Unsent acks still count against the prefetch: past half of it, send them now
@@ -529,8 +631,8 @@ class RabbitMQTransport:
             consumer.timer = asyncio.get_running_loop().call_later(
                 self.ACK_LINGER, self._flush, consumer)
 
-    def _settling(self, delivery: Delivery) -> tuple[_Consumer, DeliveredMessage]:
-        message: DeliveredMessage = delivery.token
+    def _settling(self, delivery: Delivery) -> tuple[_Consumer, Incoming]:
+        message: Incoming = delivery.token
         consumer = self._consumers.get(delivery.queue)
         if consumer is None or not consumer.current(message):
             raise TransportError(
@@ -540,7 +642,8 @@ class RabbitMQTransport:
         return consumer, message
 
     def _flush(self, consumer: _Consumer) -> None:
-        """Send the acks waiting in ``consumer`` (in a task, in order)."""
+        """Send the acks waiting in ``consumer``: written to its FrameReader at once, or
+        through aiormq in a task, in order."""
         if consumer.timer is not None:
             consumer.timer.cancel()
             consumer.timer = None
@@ -551,6 +654,14 @@ class RabbitMQTransport:
         low = min(consumer.outstanding, default=None)
         below = [t for t in tags if low is None or t < low]
         above = [t for t in tags if low is not None and t > low]
+        if consumer.frames is not None:
+            if len(below) == 1:
+                above, below = [*below, *above], []
+            if not consumer.frames.write(raw.number, ack_frames(
+                    raw.number, above, max(below) if below else None)):
+                log.info("acks for %s were not sent (its channel closed; the broker will "
+                         "deliver those messages again)", consumer.name)
+            return
         task = asyncio.ensure_future(self._send_acks(consumer, raw, below, above))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
@@ -582,8 +693,8 @@ class RabbitMQTransport:
         if delay <= 0:
             await self._requeue(delivery)
             return
-        message: DeliveredMessage = delivery.token
-        headers = {**_own_headers(message.header.properties.headers or {}),
+        message: Incoming = delivery.token
+        headers = {**_own_headers(message.headers),
                    _DUE: int((time.time() + delay) * 1000), _PRIOR: delivery.delivery_count}
         try:
             await self._publish_all([(self.queue_name(delivery.queue), delivery.body, headers)])
@@ -597,8 +708,17 @@ class RabbitMQTransport:
 
     async def _requeue(self, delivery: Delivery) -> None:
         consumer, message = self._settling(delivery)
-        tag = _tag(message)
+        tag = message.delivery_tag
         consumer.outstanding.discard(tag)
+        if consumer.frames is not None:
+            # Written now, ahead of acks still lingering: none of those covers this tag,
+            # which left ``outstanding`` before any later multiple ack is computed.
+            if not consumer.frames.write(message.channel.number,
+                                         nack_frame(message.channel.number, tag, requeue=True)):
+                raise TransportError(
+                    f"cannot settle a message of {delivery.queue!r} (its channel closed; "
+                    "the broker will redeliver it)")
+            return
         try:
             async with consumer.settling:
                 await message.channel.basic_nack(tag, requeue=True, wait=False)
@@ -646,8 +766,13 @@ class RabbitMQTransport:
         :class:`_InFlightReports`); best effort, a lost report only ages out."""
         try:
             if self._inflight_ex is None:
-                channel = await self._channel()
-                self._inflight_ex = await channel.declare_exchange(
+                # Not on the publishing channel: its publishes are counted for confirms,
+                # and these best-effort reports want none.
+                await self._channel()
+                assert self._conn is not None
+                if self._report_ch is None or self._report_ch.is_closed:
+                    self._report_ch = await self._conn.channel(publisher_confirms=False)
+                self._inflight_ex = await self._report_ch.declare_exchange(
                     self._inflight_name, aio_pika.ExchangeType.FANOUT, durable=True)
             exchange = self._inflight_ex
             for queue in list(self._consumers):
@@ -712,7 +837,8 @@ class RabbitMQTransport:
         await self._stop_reporting()
         self._watching = False
         conn, self._conn, self._pub, self._stats_ch = self._conn, None, None, None
-        self._pub_raw = None
+        self._pub_raw, self._pub_frames, self._confirms = None, None, None
+        self._report_ch = None
         self._consumers.clear()
         self._delay_exchanges.clear()
         if conn is not None:
@@ -747,6 +873,10 @@ def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items()
             if not k.startswith(("x-death", "x-first-death", "x-last-death",
                                  "x-delivery-count"))}
+
+
+def _refused(reason: str) -> TransportError:
+    return TransportError(f"RabbitMQ refused a message (no such queue?): {reason}")
 
 
 def _tag(message: DeliveredMessage) -> int:

@@ -1,11 +1,11 @@
 """End to end on real brokers, with faults: ``asya up mesh/example --transport K``.
 
-1,000 envelopes go through the example mesh. On RabbitMQ each fans out into two
-sentences, one of which takes the ``answer`` detour (2,000 results); on SQS (moto
-server, which handles ~100 requests/s on this machine) each is one sentence (1,000
-results over four hops). While they run,
-replicas are SIGKILLed at random, mid-message, and on RabbitMQ every connection of this
-mesh is force-closed by the broker (``rabbitmqctl close_connection``). Then every result
+Thousands of envelopes go through the example mesh. On RabbitMQ 3,000 each fan out into
+two sentences, one of which takes the ``answer`` detour (6,000 results); on SQS (moto
+server, which handles ~100 requests/s on this machine) 1,000 are one sentence each
+(1,000 results over four hops). While they run, replicas are SIGKILLed at random,
+mid-message (20 on RabbitMQ, 10 on SQS), and on RabbitMQ every connection of this mesh
+is force-closed by the broker (``rabbitmqctl close_connection``) halfway through. Then every result
 must be in ``asya results --json`` exactly once, with the right payload. The duplicates
 that at-least-once delivery produced are counted by ``happy-end``; the test prints them.
 
@@ -37,10 +37,13 @@ from tests.transports.moto import moto_server
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 MESH = ROOT / "mesh" / "example"
-ENVELOPES = 1000
+#: Envelopes sent per broker: enough that the run outlasts the kills.
+ENVELOPES = {"rabbitmq": 3000, "sqs": 1000}
 #: What each envelope carries, per broker, and the results it ends as.
 TEXTS = {"rabbitmq": "Is it on? Yes.", "sqs": "Is it on?"}
-KILLS = 10
+#: Replicas SIGKILLed per run, one every KILL_EVERY seconds.
+KILLS = {"rabbitmq": 20, "sqs": 10}
+KILL_EVERY = 0.5
 #: Waves the envelopes are sent in (see _send_in_waves).
 WAVES = {"rabbitmq": 1, "sqs": 5}
 ASYA = [sys.executable, "-m", "asya_agents"]
@@ -105,12 +108,20 @@ def _close_rabbit_connections(prefix: str) -> int:
 
 
 def _chaos(kind: str, env: dict[str, str], state_dir: Path, done: Any) -> dict[str, int]:
-    """SIGKILL a random replica every ~0.6 s (KILLS times), and on RabbitMQ force-close
-    the mesh's connections once, halfway; stop early once everything ended."""
+    """SIGKILL a random replica every KILL_EVERY seconds (KILLS times), and on RabbitMQ
+    force-close the mesh's connections once, halfway (on a thread of its own, since
+    ``rabbitmqctl`` takes seconds, while the kills go on); stop early once everything
+    ended."""
     rng = random.Random(7)
     faults = {"killed": 0, "connections_closed": 0}
-    while faults["killed"] < KILLS and not done():
-        time.sleep(0.6)
+    closer: threading.Thread | None = None
+
+    def close_connections() -> None:
+        faults["connections_closed"] = _close_rabbit_connections(
+            env["ASYA_RABBITMQ_QUEUE_PREFIX"])
+
+    while faults["killed"] < KILLS[kind] and not done():
+        time.sleep(KILL_EVERY)
         pids = _replica_pids(state_dir)
         if pids:
             pid = rng.choice(pids)
@@ -119,10 +130,11 @@ def _chaos(kind: str, env: dict[str, str], state_dir: Path, done: Any) -> dict[s
                 faults["killed"] += 1
             except ProcessLookupError:
                 pass
-        if kind == "rabbitmq" and faults["killed"] == KILLS // 2 \
-                and not faults["connections_closed"]:
-            faults["connections_closed"] = _close_rabbit_connections(
-                env["ASYA_RABBITMQ_QUEUE_PREFIX"])
+        if kind == "rabbitmq" and faults["killed"] == KILLS[kind] // 2 and closer is None:
+            closer = threading.Thread(target=close_connections, daemon=True)
+            closer.start()
+    if closer is not None:
+        closer.join(timeout=60)
     return faults
 
 
@@ -148,12 +160,12 @@ def _send_in_waves(kind: str, env: dict[str, str], mesh_args: list[str], store: 
     def send() -> None:
         for wave in range(waves):
             backlog_ok = time.monotonic() + 120
-            while _ended(store) < pieces * (wave * ENVELOPES // waves - 100) \
+            while _ended(store) < pieces * (wave * ENVELOPES[kind] // waves - 100) \
                     and time.monotonic() < backlog_ok:
                 time.sleep(0.2)
             subprocess.run([*ASYA, "send", *mesh_args, "--payload",
                             json.dumps({"text": TEXTS[kind]}), "--count",
-                            str(ENVELOPES // waves)],
+                            str(ENVELOPES[kind] // waves)],
                            env=env, capture_output=True, text=True, timeout=120, check=True)
 
     thread = threading.Thread(target=send, daemon=True)
@@ -186,7 +198,7 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
         sender = _send_in_waves(kind, env, mesh_args, store, pieces)
 
         def done() -> bool:
-            return _ended(store) >= pieces * ENVELOPES
+            return _ended(store) >= pieces * ENVELOPES[kind]
 
         faults = _chaos(kind, env, state, done)
         while not done() and time.monotonic() - started < 200:
@@ -206,18 +218,18 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
                          capture_output=True, text=True, timeout=60)
     records = json.loads(out.stdout)
     ids = [r["id"] for r in records]
-    assert len(ids) == len(set(ids)) == pieces * ENVELOPES, stderr[-3000:]
+    assert len(ids) == len(set(ids)) == pieces * ENVELOPES[kind], stderr[-3000:]
     roots = {i.rsplit(".", 1)[0] for i in ids}
-    assert len(roots) == ENVELOPES
+    assert len(roots) == ENVELOPES[kind]
     by_id = {r["id"]: r for r in records}
     for root in roots:
         for child, payload in _expected(root, kind).items():
             assert by_id[child]["status"] == "succeeded"
             assert by_id[child]["payload"] == payload
     duplicates = sum(r.get("duplicates", 0) for r in records)
-    assert faults["killed"] >= KILLS // 2
+    assert faults["killed"] >= KILLS[kind] // 2
     if kind == "rabbitmq" and shutil.which("rabbitmqctl"):
         assert faults["connections_closed"] >= 1
-    print(f"\n[{kind}] {pieces * ENVELOPES} results in {elapsed:.1f}s; replicas SIGKILLed: "
+    print(f"\n[{kind}] {pieces * ENVELOPES[kind]} results in {elapsed:.1f}s; replicas SIGKILLed: "
           f"{faults['killed']}; connections force-closed: {faults['connections_closed']}; "
           f"duplicate deliveries counted once by happy-end: {duplicates}")

@@ -72,12 +72,12 @@ def _sqs_opener(url: str, mesh: str) -> Callable[..., Awaitable[Any]]:
     return open_
 
 
-def _rabbit_opener(mesh: str) -> Callable[..., Awaitable[Any]]:
+def _rabbit_opener(mesh: str, *, frame_reader: bool) -> Callable[..., Awaitable[Any]]:
     async def open_(**options: Any) -> Any:
         from asya_agents.transports.rabbitmq import RabbitMQTransport
 
         return RabbitMQTransport(RABBIT_URL, mesh=mesh, prefix=RUN_PREFIX,
-                                 management_url=None, **options)
+                                 management_url=None, frame_reader=frame_reader, **options)
 
     return open_
 
@@ -92,16 +92,18 @@ def _embedded_opener(path: Path, clock: FakeClock) -> Callable[..., Awaitable[An
 QUEUES = ["work", "other", "error-end"]
 
 
-@pytest.fixture(params=["embedded", "rabbitmq", "sqs"])
+@pytest.fixture(params=["embedded", "rabbitmq", "rabbitmq-aiormq", "sqs"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    kind: str = request.param
+    """``rabbitmq`` runs the transport as on ``amqp://`` (hot frames in its own
+    FrameReader), ``rabbitmq-aiormq`` with every frame left to aiormq (``amqps://``)."""
+    kind: str = request.param.split("-")[0]
     mesh = f"m{uuid.uuid4().hex[:8]}"
     if kind == "embedded":
         clock = FakeClock()
         h = Harness(kind, _embedded_opener(tmp_path / "queues.db", clock), clock=clock)
     elif kind == "rabbitmq":
         require_service("RabbitMQ", port=5672)
-        h = Harness(kind, _rabbit_opener(mesh))
+        h = Harness(kind, _rabbit_opener(mesh, frame_reader=request.param == "rabbitmq"))
     else:
         h = Harness(kind, _sqs_opener(request.getfixturevalue("moto_url"), mesh),
                     exclusive_leases=False)
@@ -122,13 +124,13 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @contextlib.asynccontextmanager
-async def rabbit_work_queue(mesh_prefix: str) -> AsyncIterator[Any]:
+async def rabbit_work_queue(mesh_prefix: str, **options: Any) -> AsyncIterator[Any]:
     """A RabbitMQ transport on a fresh mesh with one queue, ``work``, deleted after."""
     require_service("RabbitMQ", port=5672)
     from asya_agents.transports.rabbitmq import RabbitMQTransport
 
     t = RabbitMQTransport(RABBIT_URL, mesh=f"{mesh_prefix}{uuid.uuid4().hex[:8]}",
-                          prefix=RUN_PREFIX, management_url=None)
+                          prefix=RUN_PREFIX, management_url=None, **options)
     await t.ensure_queues(["work"])
     try:
         yield t

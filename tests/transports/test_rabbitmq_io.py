@@ -10,7 +10,9 @@ messages acked together (within the ack linger) go out as one ``basic.ack`` with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -94,21 +96,46 @@ async def test_drain_and_close_send_what_was_gathered(
     assert await _read(received, 17) == b"before-drain|last"
 
 
-@pytest.fixture
-async def rabbit() -> AsyncIterator[Any]:
-    async with rabbit_work_queue("io") as t:
+@pytest.fixture(params=["frames", "aiormq"])
+async def rabbit(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The transport with its hot path in its FrameReader (``amqp://``), and with every
+    frame left to aiormq (as on ``amqps://``)."""
+    async with rabbit_work_queue("io", frame_reader=request.param == "frames") as t:
         yield t
 
 
-async def test_acks_together_are_one_multiple_ack_that_spares_held_tags(
-        rabbit: Any) -> None:
+def _acks_in(data: bytes) -> list[tuple[int, bool]]:
+    """The ``basic.ack`` frames in ``data`` (whole frames), as (tag, multiple)."""
+    acks, pos = [], 0
+    while pos < len(data):
+        kind, _, size = struct.unpack_from(">BHI", data, pos)
+        if kind == 1 and struct.unpack_from(">HH", data, pos + 7) == (60, 80):
+            tag, bits = struct.unpack_from(">QB", data, pos + 11)
+            acks.append((tag, bool(bits & 1)))
+        pos += 8 + size
+    return acks
+
+
+@contextlib.contextmanager
+def ack_spy(transport: Any, queue: str) -> Iterator[list[tuple[int, bool]]]:
+    """The acks ``transport`` sends for ``queue``, as they leave for the broker."""
+    acks: list[tuple[int, bool]] = []
+    frames = transport._consumers[queue].frames
+    if frames is not None:
+        real_write = frames.writer.write
+
+        def spy_write(data: bytes) -> None:
+            acks.extend(_acks_in(bytes(data)))
+            real_write(data)
+
+        frames.writer.write = spy_write
+        try:
+            yield acks
+        finally:
+            frames.writer.write = real_write
+        return
     from aiormq.channel import Channel
 
-    await rabbit.send([Outgoing("work", f"m{i}".encode()) for i in range(10)])
-    got: list[Any] = []
-    while len(got) < 10:
-        got += await rabbit.receive("work", max_messages=10, wait=5, visibility=30)
-    acks: list[tuple[int, bool]] = []
     real_ack = Channel.basic_ack
 
     async def spy(self: Channel, delivery_tag: int, multiple: bool = False,
@@ -118,6 +145,18 @@ async def test_acks_together_are_one_multiple_ack_that_spares_held_tags(
 
     Channel.basic_ack = spy  # type: ignore[method-assign]
     try:
+        yield acks
+    finally:
+        Channel.basic_ack = real_ack  # type: ignore[method-assign]
+
+
+async def test_acks_together_are_one_multiple_ack_that_spares_held_tags(
+        rabbit: Any) -> None:
+    await rabbit.send([Outgoing("work", f"m{i}".encode()) for i in range(10)])
+    got: list[Any] = []
+    while len(got) < 10:
+        got += await rabbit.receive("work", max_messages=10, wait=5, visibility=30)
+    with ack_spy(rabbit, "work") as acks:
         tags = [d.token.delivery_tag for d in got]
         # When all but the 4th are acked together, while the 4th is still held
         held = got[3]
@@ -126,8 +165,6 @@ async def test_acks_together_are_one_multiple_ack_that_spares_held_tags(
             if len(acks) >= 7:
                 break
             await asyncio.sleep(0.01)
-    finally:
-        Channel.basic_ack = real_ack  # type: ignore[method-assign]
     # Then the three below it went as one multiple ack, the rest one by one
     assert acks[0] == (tags[2], True)
     assert sorted(acks[1:]) == [(t, False) for t in tags[4:]]
@@ -172,3 +209,32 @@ async def test_a_consumer_with_prefetch_one_acks_at_once(rabbit: Any) -> None:
     finally:
         await consumer.close()
     assert (await rabbit.stats("work")).total == 0
+
+
+async def test_a_message_no_queue_takes_is_refused_and_the_rest_still_arrive(
+        rabbit: Any) -> None:
+    from asya_agents.errors import TransportError
+
+    # When a batch holds a message for a queue that does not exist beside good ones
+    with pytest.raises(TransportError, match="refused"):
+        await rabbit.send([Outgoing("work", b"a"), Outgoing("missing", b"lost?"),
+                           Outgoing("work", b"b")])
+    # Then that one is an error (never dropped in silence), the others arrived, and
+    # the publishing channel's confirms still line up for what comes next
+    await rabbit.send([Outgoing("work", b"c")])
+    got: list[Any] = []
+    while len(got) < 3:
+        got += await rabbit.receive("work", max_messages=3, wait=5, visibility=30)
+    assert sorted(d.body for d in got) == [b"a", b"b", b"c"]
+    for d in got:
+        await rabbit.ack(d)
+
+
+async def test_the_hot_path_is_the_frame_reader_on_amqp(rabbit: Any) -> None:
+    # The fixture's two transports really take the two paths this file compares
+    await rabbit.send([Outgoing("work", b"x")])
+    [d] = await rabbit.receive("work", max_messages=1, wait=5, visibility=30)
+    await rabbit.ack(d)
+    uses_frames = rabbit._frame_reader
+    assert (rabbit._consumers["work"].frames is not None) is uses_frames
+    assert (rabbit._confirms is not None) is uses_frames
