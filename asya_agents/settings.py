@@ -70,6 +70,11 @@ class RabbitMQSettings(BaseSettings):
     delivery_limit: int = Field(
         default=20, description="deliveries before a message moves to PREFIX-MESH-ACTOR-dlq"
     )
+    frame_reader: bool = Field(
+        default=True,
+        description="deliveries, confirms and acks in the transport's own frame reader "
+                    "(amqp://); false leaves every frame to aiormq, as on amqps://",
+    )
 
 
 class SQSSettings(BaseSettings):

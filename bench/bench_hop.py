@@ -16,7 +16,10 @@ It prints CPU microseconds per message for each, the broker's beside them, and t
 hop's ratio to the raw hop. Lower is better; the throughput of the CPU-bound pipeline
 follows the sum.
 
-    python bench/bench_hop.py [--count 20000] [--only mesh|raw|happy]
+``--observed`` runs the replicas as ``asya up`` does by default: one JSON log line per
+hop (to a file) and ``/metrics``.
+
+    python bench/bench_hop.py [--count 20000] [--only mesh|raw|happy] [--observed]
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ async def preload(transport: RabbitMQTransport, items: list[Envelope]) -> None:
                               for e in items[start:start + 1000]])
 
 
-async def run_replica(actor: str, count: int) -> dict[str, float]:
+async def run_replica(actor: str, count: int, *, observed: bool) -> dict[str, float]:
     """One replica of the trio mesh's ``actor`` (``first`` or ``happy-end``)."""
     import aio_pika
 
@@ -108,10 +111,13 @@ async def run_replica(actor: str, count: int) -> dict[str, float]:
     await preload(transport, envelopes(count, actor))
     state = Path(tempfile.mkdtemp(prefix="asya-bench-hop-"))
     env = {**os.environ, "ASYA_RABBITMQ_QUEUE_PREFIX": prefix,
-           "ASYA_RABBITMQ_MANAGEMENT_URL": "", "ASYA_LOG_LEVEL": "WARNING",
-           "ASYA_METRICS_PORT": "-1"}
-    proc = subprocess.Popen([sys.executable, "-m", "asya_agents.replica", str(MESH), actor,
-                             "--transport", "rabbitmq", "--state-dir", str(state)], env=env)
+           "ASYA_RABBITMQ_MANAGEMENT_URL": ""}
+    env.update({"ASYA_LOG_LEVEL": "INFO", "ASYA_LOG_FORMAT": "json", "ASYA_METRICS_PORT": "0"}
+               if observed else {"ASYA_LOG_LEVEL": "WARNING", "ASYA_METRICS_PORT": "-1"})
+    with open(state / "replica.log", "w") as logs:
+        proc = subprocess.Popen([sys.executable, "-m", "asya_agents.replica", str(MESH),
+                                 actor, "--transport", "rabbitmq", "--state-dir", str(state)],
+                                env=env, stderr=logs)
     conn = await aio_pika.connect(URL)
     channel = await (await conn.channel()).get_underlay_channel()
     inbox = transport.queue_name(actor)
@@ -161,10 +167,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--only", choices=["mesh", "raw", "happy"])
+    parser.add_argument("--observed", action="store_true",
+                        help="replicas with INFO logs and /metrics (as asya up by default)")
     args = parser.parse_args()
-    runs = {"mesh": lambda: run_replica("first", args.count),
+    runs = {"mesh": lambda: run_replica("first", args.count, observed=args.observed),
             "raw": lambda: run_raw(args.count),
-            "happy": lambda: run_replica("happy-end", args.count)}
+            "happy": lambda: run_replica("happy-end", args.count, observed=args.observed)}
     rows = {name: asyncio.run(run()) for name, run in runs.items()
             if args.only in (None, name)}
     print(f"\n{args.count} messages preloaded, one consumer at a time, prefetch {PREFETCH}, "

@@ -8,11 +8,16 @@ for (the actor's ``concurrency``, or its batch size), so the broker never pushes
 than the replica may hold.
 
 **The per-message path.** aio-pika owns the connection (``connect_robust``), the
-declarations and each channel's prefetch; publish, consume and ack go through the aiormq
-channel under it, with no aio-pika message objects. The connection's writer sends what
-one turn of the event loop wrote in one system call (:class:`_CoalescingWriter`), and
-acks wait up to ``ACK_LINGER`` to leave together as one ``multiple`` ack
-(:meth:`RabbitMQTransport.ack`).
+declarations and each channel's prefetch. Under each ``amqp://`` connection a
+:class:`~asya_agents.transports.amqp_wire.FrameReader` reads the socket before aiormq
+does: it decodes the deliveries of this transport's consumers and the publisher confirms
+and returns of its publishing channel itself, and feeds every other frame to aiormq
+unchanged. Publishes, acks and nacks are written as ready-made frames; the connection's
+writer sends what one turn of the event loop wrote in one system call
+(:class:`_CoalescingWriter`), and acks wait up to ``ACK_LINGER`` to leave together as
+one ``multiple`` ack (:meth:`RabbitMQTransport.ack`). On ``amqps://`` (or with
+``frame_reader=False``) every frame goes through aiormq's raw channels instead, with the
+same semantics; the conformance suite runs on both.
 
 **Leases.** RabbitMQ has no visibility timeout: a delivered message belongs to its
 channel until it is acked, or until the channel or connection dies, and then the broker
@@ -356,7 +361,8 @@ class RabbitMQTransport:
         return cls(settings.url, mesh=mesh, prefix=settings.queue_prefix,
                    management_url=settings.management_url,
                    max_message_bytes=settings.max_message_bytes,
-                   delivery_limit=settings.delivery_limit)
+                   delivery_limit=settings.delivery_limit,
+                   frame_reader=settings.frame_reader)
 
     def queue_name(self, actor: str) -> str:
         return f"{self.prefix}-{self.mesh}-{actor}"

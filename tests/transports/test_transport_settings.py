@@ -17,6 +17,7 @@ def test_rabbitmq_settings_come_from_asya_variables(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ASYA_RABBITMQ_QUEUE_PREFIX", "team")
     monkeypatch.setenv("ASYA_RABBITMQ_DELIVERY_LIMIT", "7")
     monkeypatch.setenv("ASYA_RABBITMQ_MANAGEMENT_URL", "")
+    monkeypatch.setenv("ASYA_RABBITMQ_FRAME_READER", "false")
     # When the transport of a mesh is opened
     t = open_transport("rabbitmq", settings=Settings(), state_dir=tmp_path, mesh="food")
     # Then it uses them, names queues PREFIX-MESH-ACTOR, and never shows the password
@@ -24,6 +25,7 @@ def test_rabbitmq_settings_come_from_asya_variables(monkeypatch: pytest.MonkeyPa
     assert t.queue_name("judge") == "team-food-judge"
     assert t.delivery_limit == 7
     assert t.management_url is None
+    assert t._frame_reader is False
     assert "secret" not in repr(t)
 
 
