@@ -16,20 +16,46 @@ from asya_agents.stores.base import ENDED, ResultRecord, Status, Totals, result_
 
 __all__ = ["SQLiteResultStore", "connect_wal"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    id TEXT PRIMARY KEY,
-    root_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    weight TEXT NOT NULL,
-    envelope TEXT NOT NULL,
-    error TEXT,
-    recorded_at REAL NOT NULL,
-    duplicates INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS results_root ON results (root_id);
-CREATE INDEX IF NOT EXISTS results_status ON results (status, recorded_at);
-"""
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS results (
+        id TEXT PRIMARY KEY,
+        root_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        weight TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        error TEXT,
+        recorded_at REAL NOT NULL,
+        duplicates INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS results_root ON results (root_id)",
+    "CREATE INDEX IF NOT EXISTS results_status ON results (status, recorded_at)",
+    # Totals per status, kept by triggers in the writing transaction, so that reading
+    # them (asya status, the console, --wait) costs the same at ten rows or ten million.
+    """CREATE TABLE IF NOT EXISTS result_totals (
+        status TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        duplicates INTEGER NOT NULL
+    )""",
+    """CREATE TRIGGER IF NOT EXISTS results_totals_insert AFTER INSERT ON results BEGIN
+        INSERT INTO result_totals (status, count, duplicates)
+        VALUES (NEW.status, 1, NEW.duplicates)
+        ON CONFLICT (status) DO UPDATE SET count = count + 1,
+                                           duplicates = duplicates + excluded.duplicates;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS results_totals_delete AFTER DELETE ON results BEGIN
+        UPDATE result_totals SET count = count - 1, duplicates = duplicates - OLD.duplicates
+        WHERE status = OLD.status;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS results_totals_update
+    AFTER UPDATE OF status, duplicates ON results BEGIN
+        UPDATE result_totals SET count = count - 1, duplicates = duplicates - OLD.duplicates
+        WHERE status = OLD.status;
+        INSERT INTO result_totals (status, count, duplicates)
+        VALUES (NEW.status, 1, NEW.duplicates)
+        ON CONFLICT (status) DO UPDATE SET count = count + 1,
+                                           duplicates = duplicates + excluded.duplicates;
+    END""",
+]
 
 
 def connect_wal(path: Path) -> sqlite3.Connection:
@@ -51,9 +77,29 @@ class SQLiteResultStore:
         self._lock = threading.Lock()
         try:
             self._conn = connect_wal(self.path)
-            self._conn.executescript(_SCHEMA)
+            self._create_schema()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open result store {self.path}: {exc}") from exc
+
+    def _create_schema(self) -> None:
+        """Create what is missing, in one write transaction; a store written before the
+        totals existed gets them counted from its rows once."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            had_totals = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='result_totals'"
+            ).fetchone() is not None
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            if not had_totals:
+                conn.execute("INSERT INTO result_totals (status, count, duplicates)"
+                             " SELECT status, COUNT(*), COALESCE(SUM(duplicates), 0)"
+                             " FROM results GROUP BY status")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -79,18 +125,22 @@ class SQLiteResultStore:
         return fresh
 
     def _upsert(self, row: tuple[Any, ...]) -> bool:
-        """Insert or move a record to a new status; count a repeat of the same status."""
+        """Insert or move a record to a new status; count a repeat of the same status.
+        (Updates in place rather than ``INSERT OR REPLACE``, whose implicit delete
+        would not reach the totals' delete trigger.)"""
         old = self._conn.execute("SELECT status FROM results WHERE id=?", (row[0],)).fetchone()
-        if old is not None and old[0] == row[2]:
+        if old is None:
+            self._conn.execute(
+                "INSERT INTO results(id, root_id, status, weight, envelope, error,"
+                " recorded_at, duplicates) VALUES (?,?,?,?,?,?,?,0)", row)
+            return True
+        if old[0] == row[2]:
             self._conn.execute("UPDATE results SET duplicates=duplicates+1 WHERE id=?",
                                (row[0],))
             return False
         self._conn.execute(
-            "INSERT OR REPLACE INTO results(id, root_id, status, weight, envelope,"
-            " error, recorded_at, duplicates) VALUES (?,?,?,?,?,?,?,"
-            " COALESCE((SELECT duplicates FROM results WHERE id=?), 0))",
-            (*row, row[0]),
-        )
+            "UPDATE results SET root_id=?, status=?, weight=?, envelope=?, error=?,"
+            " recorded_at=? WHERE id=?", (*row[1:], row[0]))
         return True
 
     def _record(self, row: tuple[Any, ...]) -> ResultRecord:
@@ -123,7 +173,7 @@ class SQLiteResultStore:
         counts = dict.fromkeys(ENDED, 0)
         dups = 0
         for status, count, dup in self._exec(
-            "SELECT status, COUNT(*), COALESCE(SUM(duplicates), 0) FROM results GROUP BY status"
+            "SELECT status, count, duplicates FROM result_totals"
         ):
             counts[status] = count
             dups += dup
