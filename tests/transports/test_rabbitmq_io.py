@@ -238,3 +238,36 @@ async def test_the_hot_path_is_the_frame_reader_on_amqp(rabbit: Any) -> None:
     uses_frames = rabbit._frame_reader
     assert (rabbit._consumers["work"].frames is not None) is uses_frames
     assert (rabbit._confirms is not None) is uses_frames
+
+
+async def test_a_publishing_channel_the_broker_closes_fails_its_publish_and_is_replaced(
+        rabbit: Any) -> None:
+    import aio_pika
+
+    from asya_agents.errors import TransportError
+    from asya_agents.transports.rabbitmq import DELAY_CLASSES_MS
+
+    # Given delay classes the transport has declared, then deleted behind its back
+    await rabbit.send([Outgoing("work", b"early", delay=1.0)])
+    conn = await aio_pika.connect(RABBIT_URL)
+    async with conn:
+        channel = await conn.channel()
+        for class_ms in DELAY_CLASSES_MS:
+            await channel.exchange_delete(rabbit._delay_name(class_ms))
+    # When a publish goes to it (the broker closes the channel: 404 NOT_FOUND)
+    with pytest.raises(TransportError):
+        await asyncio.wait_for(rabbit.send([Outgoing("work", b"lost", delay=1.0)]), 10)
+    # Then the publish failed rather than hang, and the next one goes out on a new channel
+    for _ in range(50):
+        try:
+            await rabbit.send([Outgoing("work", b"after")])
+            break
+        except TransportError:
+            await asyncio.sleep(0.1)  # the robust channel is still reopening
+    # and the reopened channel declared the delay classes again: delays work too
+    await rabbit.send([Outgoing("work", b"later", delay=0.2)])
+    got: list[Any] = []
+    while {b"after", b"later"} - {d.body for d in got}:
+        got += await rabbit.receive("work", max_messages=5, wait=5, visibility=30)
+    for d in got:
+        await rabbit.ack(d)
