@@ -95,12 +95,12 @@ def publish_frames(channel: int, exchange: str, routing_key: str, body: bytes, *
     return b"".join(parts)
 
 
-def ack_frames(channel: int, single: list[int], multiple: int | None = None) -> bytes:
-    """``basic.ack`` frames: one with ``multiple`` up to ``multiple`` (when given), then
-    one for each tag of ``single``, in that order."""
-    frames = [] if multiple is None else [_ACK.pack(1, channel, 13, _BASIC, _ACK_M,
-                                                    multiple, 1) + _END]
-    frames += [_ACK.pack(1, channel, 13, _BASIC, _ACK_M, tag, 0) + _END for tag in single]
+def ack_frames(channel: int, below: list[int], above: list[int]) -> bytes:
+    """``basic.ack`` frames: one for all of ``below`` (with ``multiple`` up to its
+    highest tag when it holds more than one), then one for each tag of ``above``."""
+    frames = [_ACK.pack(1, channel, 13, _BASIC, _ACK_M, max(below), len(below) > 1) + _END
+              ] if below else []
+    frames += [_ACK.pack(1, channel, 13, _BASIC, _ACK_M, tag, 0) + _END for tag in above]
     return b"".join(frames)
 
 
@@ -137,7 +137,6 @@ class Confirms:
     took) comes before its ack and turns that ack into an error. Every future still
     open fails when the channel or the connection is lost."""
 
-    channel: Any
     number: int
     prefix: str
     loop: asyncio.AbstractEventLoop
@@ -315,10 +314,11 @@ class FrameReader(asyncio.StreamReaderProtocol):
     def _take(self, kind: int, number: int, buf: bytearray, start: int, end: int) -> bool:
         """Handle one frame (payload ``buf[start:end]``) here; False to pass it on."""
         if kind == 1:
+            # A method frame ends whatever content the channel was reading.
+            self._pending_content.pop(number, None)
             class_id, method_id = _METHOD.unpack_from(buf, start)
             if class_id == _BASIC:
                 return self._basic(method_id, number, buf, start + 4)
-            self._pending_content.pop(number, None)
             if class_id == _CHANNEL:
                 if method_id in (_CHANNEL_CLOSE, _CHANNEL_CLOSE_OK):
                     self._channel_closed(number, "the broker closed the channel")
@@ -342,7 +342,6 @@ class FrameReader(asyncio.StreamReaderProtocol):
         return True
 
     def _basic(self, method_id: int, number: int, buf: bytearray, pos: int) -> bool:
-        self._pending_content.pop(number, None)
         if method_id == _DELIVER:
             consumer = self._consumer_sinks.get(number)
             if consumer is None:
@@ -370,8 +369,7 @@ class FrameReader(asyncio.StreamReaderProtocol):
             _, pos = _read_shortstr(buf, pos)  # exchange
             routing_key, _ = _read_shortstr(buf, pos)
             self._pending_content[number] = _Content(
-                _RETURN, routing_key=routing_key,
-                reason=f"{code} {text} (routing key {routing_key!r})")
+                _RETURN, reason=f"{code} {text} (routing key {routing_key!r})")
             return True
         return False
 

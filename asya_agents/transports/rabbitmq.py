@@ -491,7 +491,7 @@ class RabbitMQTransport:
         self._confirms = None
         if frames is not None:
             self._pub_epoch += 1
-            self._confirms = Confirms(raw, raw.number, f"{self._id}-{self._pub_epoch}",
+            self._confirms = Confirms(raw.number, f"{self._id}-{self._pub_epoch}",
                                       asyncio.get_running_loop(), refused=_refused)
             frames.confirm(self._confirms)
         return raw
@@ -661,10 +661,7 @@ class RabbitMQTransport:
         below = [t for t in tags if low is None or t < low]
         above = [t for t in tags if low is not None and t > low]
         if consumer.frames is not None:
-            if len(below) == 1:
-                above, below = [*below, *above], []
-            if not consumer.frames.write(raw.number, ack_frames(
-                    raw.number, above, max(below) if below else None)):
+            if not consumer.frames.write(raw.number, ack_frames(raw.number, below, above)):
                 log.info("acks for %s were not sent (its channel closed; the broker will "
                          "deliver those messages again)", consumer.name)
             return

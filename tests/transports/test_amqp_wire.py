@@ -107,9 +107,11 @@ def test_an_empty_body_has_no_body_frame() -> None:
 
 
 def test_acks_and_nacks_decode_as_pamqp_reads_them() -> None:
-    decoded = [f for _, f in frames_of(ack_frames(2, [9, 11], multiple=7))]
+    decoded = [f for _, f in frames_of(ack_frames(2, [5, 7], [9, 11]))]
     assert [(type(f).__name__, f.delivery_tag, f.multiple) for f in decoded] == \
         [("Ack", 7, True), ("Ack", 9, False), ("Ack", 11, False)]
+    [(_, one)] = frames_of(ack_frames(2, [4], []))  # one tag below: no multiple
+    assert (one.delivery_tag, one.multiple) == (4, False)
     [(_, nack)] = frames_of(nack_frame(2, 5, requeue=True))
     assert isinstance(nack, commands.Basic.Nack)
     assert (nack.delivery_tag, nack.multiple, nack.requeue) == (5, False, True)
@@ -165,7 +167,7 @@ async def test_a_closed_channel_takes_no_writes_until_it_opens_again(reader: Any
 
     frames.writer = Writer()  # type: ignore[assignment]
     loop = asyncio.get_running_loop()
-    confirms = Confirms(object(), 1, "p", loop, refused=ValueError)
+    confirms = Confirms(1, "p", loop, refused=ValueError)
     frames.confirm(confirms)
     _, pending = confirms.expect()
     assert frames.write(1, b"ack")
@@ -186,7 +188,7 @@ async def test_a_closed_channel_takes_no_writes_until_it_opens_again(reader: Any
 async def test_confirms_settle_one_by_one_and_with_multiple(reader: Any) -> None:
     frames, stream = reader
     loop = asyncio.get_running_loop()
-    confirms = Confirms(object(), 4, "pub", loop, refused=ValueError)
+    confirms = Confirms(4, "pub", loop, refused=ValueError)
     frames.confirm(confirms)
     futures = [confirms.expect() for _ in range(5)]
     assert [mid for mid, _ in futures] == [f"pub.{n}" for n in range(1, 6)]
@@ -210,7 +212,7 @@ async def test_confirms_settle_one_by_one_and_with_multiple(reader: Any) -> None
 
 async def test_a_lost_connection_fails_what_waits_for_a_confirm(reader: Any) -> None:
     frames, _ = reader
-    confirms = Confirms(object(), 1, "p", asyncio.get_running_loop())
+    confirms = Confirms(1, "p", asyncio.get_running_loop())
     frames.confirm(confirms)
     _, pending = confirms.expect()
     frames.connection_lost(None)
