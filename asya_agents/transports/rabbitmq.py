@@ -27,6 +27,10 @@ After ``connect_robust`` reconnects, messages delivered on the old channel can n
 be acked; they are dropped from the local buffer and their ack fails with
 :class:`TransportError`, so a stale tag is never acked on the new channel (no
 double-ack) and the broker redelivers them (no loss; ``happy-end`` records an id once).
+Channels come back one by one, so a publish made before the publishing channel is
+restored waits for it (:meth:`RabbitMQTransport._restored`) instead of failing; with no
+lease, an input whose onward publish failed would otherwise sit unacked on its live
+channel unless it is given back (the runtime nacks it).
 
 **Delays** (retries, ``nack(delay=...)``) without the delayed-message plugin: a ladder
 of delay classes, each a durable classic queue ``PREFIX-MESH--delay-MS`` with a fixed
@@ -481,9 +485,13 @@ class RabbitMQTransport:
         FrameReader where there is one."""
         raw = self._pub_raw
         if raw is not None and not raw.is_closed:
-            return raw
-        robust = await self._channel()
-        raw = await robust.get_underlay_channel()
+            if self._confirms is None or self._confirms.lost_reason is None:
+                return raw
+            # The FrameReader saw the broker close it; aiormq has not yet.
+            stale: RawChannel | None = raw
+        else:
+            stale = None
+        raw = await self._restored(await self._channel(), stale)
         if raw is self._pub_raw:
             return raw  # another publish got here first
         self._pub_raw = raw
@@ -495,6 +503,32 @@ class RabbitMQTransport:
                                       asyncio.get_running_loop(), refused=_refused)
             frames.confirm(self._confirms)
         return raw
+
+    async def _restored(self, robust: AbstractChannel, stale: RawChannel | None = None
+                        ) -> RawChannel:
+        """The open raw channel under ``robust`` (other than ``stale``, one known to be
+        closed), waiting up to the connect timeout while aio-pika restores it after a
+        reconnect or after the broker closed it.
+
+        A robust connection restores its channels one after another, in no fixed order,
+        so a consumer's channel may deliver again before the publishing channel is back.
+        A publish made in that window waits here instead of failing: RabbitMQ has no
+        lease, and an input whose onward publish failed stays with its live channel."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    if isinstance(robust, AbstractRobustChannel):
+                        await robust.ready()
+                    with contextlib.suppress(ChannelInvalidStateError):
+                        raw = await robust.get_underlay_channel()
+                        if not raw.is_closed and raw is not stale:
+                            return raw
+                    # Closed, and aio-pika has not started to restore it yet.
+                    await asyncio.sleep(0.02)
+        except TimeoutError as exc:
+            raise TransportUnavailable(
+                f"the RabbitMQ publishing channel was not back within {self._timeout:g}s "
+                f"(connection to {_redact(self.url)})") from exc
 
     async def _publish(self, key: str, body: bytes, headers: dict[str, Any]) -> None:
         due = headers.get(_DUE)
@@ -534,11 +568,24 @@ class RabbitMQTransport:
             # After connect_robust reopens the channel (and its prefetch), consume again
             # on the new raw channel.
             if isinstance(channel, AbstractRobustChannel):
-                channel.reopen_callbacks.add(lambda _sender: self._consume(consumer))
+                channel.reopen_callbacks.add(lambda _sender: self._reconsume(consumer))
             self._consumers[queue] = consumer
             if self._reporter is None:
                 self._reporter = asyncio.create_task(self._report_loop())
         return self._consumers[queue]
+
+    async def _reconsume(self, consumer: _Consumer) -> None:
+        """Consume again on a restored channel. aio-pika drops whatever a reopen
+        callback raises, so a failure is logged here: a channel that closed again is
+        restored (and this runs again), but any other failure leaves the queue without
+        this consumer, and that must not be silent."""
+        try:
+            await self._consume(consumer)
+        except _FOREIGN as exc:
+            raw = consumer.raw
+            if raw is not None and not raw.is_closed:
+                log.error("consuming %s again after a reconnect failed: %s", consumer.name,
+                          exc)
 
     async def _consume(self, consumer: _Consumer) -> None:
         """Consume on the channel's raw (aiormq) channel: deliveries skip aio-pika's
@@ -610,9 +657,13 @@ class RabbitMQTransport:
         headers = {**_own_headers(headers), _PRIOR: prior}
         try:
             await self._publish_all([(message.routing_key, message.body, headers)])
-            await self.ack(delivery)
         except (TransportError, *_FOREIGN):
-            return  # not acked: it comes back and is re-parked then
+            # Given back, not held: it comes back and is re-parked then.
+            with contextlib.suppress(TransportError):
+                await self._requeue(delivery)
+            return
+        with contextlib.suppress(TransportError):  # its channel closed: it comes back
+            await self.ack(delivery)
 
     async def ack(self, delivery: Delivery) -> None:
         """Ack ``delivery``: it is settled here at once, and its ``basic.ack`` waits up
@@ -689,10 +740,14 @@ class RabbitMQTransport:
             await asyncio.gather(*self._flushes, return_exceptions=True)
 
     async def publish_and_ack(self, messages: list[Outgoing], delivery: Delivery) -> None:
+        # An input from a channel that is gone is delivered again by the broker:
+        # publishing what it produced now would only duplicate that.
+        self._settling(delivery)
         await self.send(messages)
         await self.ack(delivery)
 
     async def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        self._settling(delivery)  # as in publish_and_ack: no delayed copy of such a one
         if delay <= 0:
             await self._requeue(delivery)
             return
