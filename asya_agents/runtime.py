@@ -3,7 +3,8 @@
 One loop per replica: lease messages from the actor's queue (never more than
 ``concurrency`` in flight), decode each envelope, call the handler (with the actor's
 timeout), move the route one hop on, publish what the hop produced, and only then ack.
-A crash anywhere before the ack means the message comes back after its lease expires:
+A crash anywhere before the ack means the message comes back after its lease expires
+(an onward publish that fails gives the message back at once, with a short delay):
 delivery is at-least-once, and ids are stable (fan-out children are ``<id>.<i>``) so
 that ``happy-end`` can record each id once.
 
@@ -429,9 +430,13 @@ class Runtime:
             await self._fail(job, exc)
             return
         except TransportError as exc:
-            # Not acked: the message comes back after its lease; nothing is lost.
-            log.warning("publishing from %s failed, will be redelivered: %s",
-                        self.cfg.actor, exc)
+            # Not acked, and given back rather than held: on a broker whose lease is
+            # the consumer's channel (RabbitMQ), a held message would wait for as long
+            # as that channel lives. Nothing is lost either way.
+            delay = _give_back_delay(job.delivery)
+            log.warning("publishing from %s failed, %s comes back in %gs: %s",
+                        self.cfg.actor, job.envelope.id, delay, exc)
+            await self._safe_nack(job.delivery, delay=delay)
             return
         self.cfg.admission.outcome(None)
         self.cfg.observer.succeeded(self.cfg.actor, job.envelope, self.cfg.clock() - job.started)
@@ -519,6 +524,16 @@ class Runtime:
             await self.transport.nack(delivery, delay=delay)
         except TransportError as exc:
             log.warning("nack failed, the lease will expire instead: %s", exc)
+
+
+#: How long an input whose onward publish failed waits before it comes back: doubling
+#: with each delivery from 1 s, so that a publish that keeps failing (a target queue
+#: deleted) backs off instead of spinning, up to GIVE_BACK_MAX.
+GIVE_BACK_MAX = 30.0
+
+
+def _give_back_delay(delivery: Delivery) -> float:
+    return min(2.0 ** min(max(delivery.delivery_count - 1, 0), 5), GIVE_BACK_MAX)
 
 
 def _ended(route: Route) -> Route:

@@ -256,6 +256,36 @@ async def test_a_poison_message_goes_to_error_end_and_is_not_retried(
     assert await t.receive("work", max_messages=1, wait=0.3, visibility=30) == []
 
 
+async def test_a_message_whose_onward_publish_fails_is_given_back_not_held(
+    harness: Harness,
+) -> None:
+    if harness.kind == "embedded":
+        pytest.skip("embedded takes a message for any queue name: no publish to refuse")
+    # Given a runtime whose next hop has no queue yet, so the broker refuses its publish
+    t = await harness.transport()
+    admin = await harness.transport()
+    envelope = Envelope.create({"n": 1}, ["work", "later"])
+    await t.send([Outgoing("work", envelope.encode())])
+    cfg = RuntimeConfig(actor="work", actors={"work", "later", ERROR_END}, receive_wait=0.2)
+    assert cfg.lease >= 30
+    runtime = Runtime(cfg, transport=t, handler=Handler("echo", lambda p: p))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        # When the queue appears after the first refusals
+        await asyncio.sleep(1.5)
+        await admin.ensure_queues(["later"])
+        # Then the input was given back (not held until its 30 s lease ran out, nor on
+        # RabbitMQ for as long as its channel lives) and came through once it could
+        got = await take(admin, "later", 1, patience=10)
+    finally:
+        stop.set()
+        await task
+        await admin.delete_queues(["later"])
+    assert [Envelope.decode(d.body).id for d in got] == [envelope.id]
+    assert await t.receive("work", max_messages=1, wait=0.3, visibility=30) == []
+
+
 async def test_a_message_that_keeps_coming_back_is_dead_lettered(harness: Harness) -> None:
     if harness.kind == "embedded":
         pytest.skip("embedded has no dead-letter queue: the runtime sends poison to error-end")
