@@ -5,7 +5,7 @@ two sentences, one of which takes the ``answer`` detour (6,000 results); on SQS 
 server, which handles ~100 requests/s on this machine) 1,000 are one sentence each
 (1,000 results over four hops). While they run, replicas are SIGKILLed at random,
 mid-message (20 on RabbitMQ, 10 on SQS), and on RabbitMQ every connection of this mesh
-is force-closed by the broker (``rabbitmqctl close_connection``) halfway through. Then every result
+is force-closed by the broker (``rabbitmqctl close_connection``), twice. Then every result
 must be in ``asya results --json`` exactly once, with the right payload. The duplicates
 that at-least-once delivery produced are counted by ``happy-end``; the test prints them.
 
@@ -44,6 +44,9 @@ TEXTS = {"rabbitmq": "Is it on? Yes.", "sqs": "Is it on?"}
 #: Replicas SIGKILLed per run, one every KILL_EVERY seconds.
 KILLS = {"rabbitmq": 20, "sqs": 10}
 KILL_EVERY = 0.5
+#: On RabbitMQ, every connection of the mesh is force-closed after these many kills:
+#: early, while the backlog is deep, and again later.
+CLOSE_AT = (4, 12)
 #: Waves the envelopes are sent in (see _send_in_waves).
 WAVES = {"rabbitmq": 1, "sqs": 5}
 ASYA = [sys.executable, "-m", "asya_agents"]
@@ -101,23 +104,26 @@ def _close_rabbit_connections(prefix: str) -> int:
     listing = subprocess.run([ctl, "list_connections", "pid", "client_properties", "-q"],
                              capture_output=True, text=True, timeout=30).stdout
     pids = [line.split("\t")[0] for line in listing.splitlines() if prefix in line]
-    for pid in pids:
-        subprocess.run([ctl, "close_connection", pid, "e2e fault test"],
-                       capture_output=True, timeout=30)
+    # All at once: one after another, the last would close seconds after the first
+    closers = [subprocess.Popen([ctl, "close_connection", pid, "e2e fault test"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for pid in pids]
+    for closer in closers:
+        closer.wait(timeout=30)
     return len(pids)
 
 
 def _chaos(kind: str, env: dict[str, str], state_dir: Path, done: Any) -> dict[str, int]:
     """SIGKILL a random replica every KILL_EVERY seconds (KILLS times), and on RabbitMQ
-    force-close the mesh's connections once, halfway (on a thread of its own, since
-    ``rabbitmqctl`` takes seconds, while the kills go on); stop early once everything
-    ended."""
+    force-close the mesh's connections at the kills in CLOSE_AT (on a thread of its
+    own, since ``rabbitmqctl`` takes a while, while the kills go on); stop early once
+    everything ended."""
     rng = random.Random(7)
     faults = {"killed": 0, "connections_closed": 0}
-    closer: threading.Thread | None = None
+    closers: list[threading.Thread] = []
 
     def close_connections() -> None:
-        faults["connections_closed"] = _close_rabbit_connections(
+        faults["connections_closed"] += _close_rabbit_connections(
             env["ASYA_RABBITMQ_QUEUE_PREFIX"])
 
     while faults["killed"] < KILLS[kind] and not done():
@@ -130,12 +136,25 @@ def _chaos(kind: str, env: dict[str, str], state_dir: Path, done: Any) -> dict[s
                 faults["killed"] += 1
             except ProcessLookupError:
                 pass
-        if kind == "rabbitmq" and faults["killed"] == KILLS[kind] // 2 and closer is None:
-            closer = threading.Thread(target=close_connections, daemon=True)
-            closer.start()
-    if closer is not None:
+        if kind == "rabbitmq" and len(closers) < len(CLOSE_AT) \
+                and faults["killed"] >= CLOSE_AT[len(closers)]:
+            closers.append(threading.Thread(target=close_connections, daemon=True))
+            closers[-1].start()
+    for closer in closers:
         closer.join(timeout=60)
     return faults
+
+
+def _broker_state(kind: str, env: dict[str, str]) -> str:
+    """The mesh's queues with their ready and unacked counts and consumers (RabbitMQ)."""
+    ctl = shutil.which("rabbitmqctl")
+    if kind != "rabbitmq" or ctl is None:
+        return "(not read)"
+    listing = subprocess.run(
+        [ctl, "list_queues", "name", "messages_ready", "messages_unacknowledged",
+         "consumers", "-q"], capture_output=True, text=True, timeout=30).stdout
+    prefix = env["ASYA_RABBITMQ_QUEUE_PREFIX"]
+    return "\n".join(line for line in listing.splitlines() if line.startswith(prefix))
 
 
 def _expected(root: str, kind: str) -> dict[str, dict[str, Any]]:
@@ -168,7 +187,15 @@ def _send_in_waves(kind: str, env: dict[str, str], mesh_args: list[str], store: 
                             str(ENVELOPES[kind] // waves)],
                            env=env, capture_output=True, text=True, timeout=120, check=True)
 
-    thread = threading.Thread(target=send, daemon=True)
+    def run() -> None:
+        try:
+            send()
+        except BaseException as exc:  # reported by the test, not lost on the thread
+            errors.append(exc)
+
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=run, daemon=True)
+    thread.errors = errors  # type: ignore[attr-defined]
     thread.start()
     return thread
 
@@ -205,6 +232,9 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         sender.join(timeout=5)
+        # What the broker still holds, should anything be missing (read before the
+        # mesh stops and the broker requeues what its replicas held)
+        held = _broker_state(kind, env) if not done() else ""
     finally:
         up.send_signal(signal.SIGINT)
         try:
@@ -218,7 +248,10 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
                          capture_output=True, text=True, timeout=60)
     records = json.loads(out.stdout)
     ids = [r["id"] for r in records]
-    assert len(ids) == len(set(ids)) == pieces * ENVELOPES[kind], stderr[-3000:]
+    assert not sender.errors, f"sending failed: {sender.errors}"  # type: ignore[attr-defined]
+    assert len(ids) == len(set(ids)) == pieces * ENVELOPES[kind], (
+        f"{len(set(ids))} of {pieces * ENVELOPES[kind]} results after {elapsed:.0f}s; "
+        f"faults {faults}; broker now:\n{held}\nlog tail:\n{stderr[-3000:]}")
     roots = {i.rsplit(".", 1)[0] for i in ids}
     assert len(roots) == ENVELOPES[kind]
     by_id = {r["id"]: r for r in records}
@@ -229,7 +262,7 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
     duplicates = sum(r.get("duplicates", 0) for r in records)
     assert faults["killed"] >= KILLS[kind] // 2
     if kind == "rabbitmq" and shutil.which("rabbitmqctl"):
-        assert faults["connections_closed"] >= 1
+        assert faults["connections_closed"] >= len(CLOSE_AT)
     print(f"\n[{kind}] {pieces * ENVELOPES[kind]} results in {elapsed:.1f}s; replicas SIGKILLed: "
           f"{faults['killed']}; connections force-closed: {faults['connections_closed']}; "
           f"duplicate deliveries counted once by happy-end: {duplicates}")
