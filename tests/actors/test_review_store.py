@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,15 @@ def test_two_threads_deciding_at_once_one_wins(open_store: Opener) -> None:
 
 def _decide_all(url: str | None, state_dir: str, reviewer: str, ids: list[str],
                 start: Any, out: Any) -> None:
-    store = open_review_store(url, state_dir=Path(state_dir))
-    start.wait(30)
-    wins = [i for i in ids if store.decide(i, decision="approve", reviewer=reviewer).won]
+    try:
+        store = open_review_store(url, state_dir=Path(state_dir))
+        start.wait(30)
+        wins = [i for i in ids if store.decide(i, decision="approve", reviewer=reviewer).won]
+        store.close()
+    except BaseException:  # the parent shows it, rather than time out on the queue
+        out.put((reviewer, traceback.format_exc()))
+        raise
     out.put((reviewer, wins))
-    store.close()
 
 
 def test_two_processes_deciding_at_once_one_wins(open_store: Opener, store_url: str | None,
@@ -143,6 +148,8 @@ def test_two_processes_deciding_at_once_one_wins(open_store: Opener, store_url: 
     wins = dict(out.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(30)
+    failed = {name: got for name, got in wins.items() if isinstance(got, str)}
+    assert not failed, failed
     assert sorted(wins["ana"] + wins["bo"]) == sorted(ids)
     assert not set(wins["ana"]) & set(wins["bo"])
     by_id = {r.id: r.reviewer for r in setup.history()}
