@@ -475,8 +475,7 @@ class RabbitMQTransport:
                 await asyncio.gather(*(self._publish(key, body, headers)
                                        for key, body, headers in items))
         except DeliveryError as exc:
-            raise TransportError(f"RabbitMQ refused a message (no such queue?): {exc}") \
-                from exc
+            raise _refused(str(exc)) from exc
         except _FOREIGN as exc:
             raise TransportUnavailable(f"publishing to RabbitMQ failed: {exc}") from exc
 
@@ -484,14 +483,11 @@ class RabbitMQTransport:
         """The raw publishing channel now; its confirms are read by the connection's
         FrameReader where there is one."""
         raw = self._pub_raw
-        if raw is not None and not raw.is_closed:
-            if self._confirms is None or self._confirms.lost_reason is None:
-                return raw
-            # The FrameReader saw the broker close it; aiormq has not yet.
-            stale: RawChannel | None = raw
-        else:
-            stale = None
-        raw = await self._restored(await self._channel(), stale)
+        # Usable unless closed, or closed as the FrameReader saw (aiormq may not know yet)
+        if raw is not None and not raw.is_closed \
+                and (self._confirms is None or self._confirms.lost_reason is None):
+            return raw
+        raw = await self._restored(await self._channel(), stale=raw)
         if raw is self._pub_raw:
             return raw  # another publish got here first
         self._pub_raw = raw
@@ -692,10 +688,7 @@ class RabbitMQTransport:
         message: Incoming = delivery.token
         consumer = self._consumers.get(delivery.queue)
         if consumer is None or not consumer.current(message):
-            raise TransportError(
-                f"cannot settle a message of {delivery.queue!r}: its channel closed (the "
-                "broker will redeliver it)"
-            )
+            raise _unsettled(delivery.queue)
         return consumer, message
 
     def _flush(self, consumer: _Consumer) -> None:
@@ -747,10 +740,10 @@ class RabbitMQTransport:
         await self.ack(delivery)
 
     async def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
-        self._settling(delivery)  # as in publish_and_ack: no delayed copy of such a one
         if delay <= 0:
             await self._requeue(delivery)
             return
+        self._settling(delivery)  # as in publish_and_ack: no delayed copy of such a one
         message: Incoming = delivery.token
         headers = {**_own_headers(message.headers),
                    _DUE: int((time.time() + delay) * 1000), _PRIOR: delivery.delivery_count}
@@ -773,18 +766,13 @@ class RabbitMQTransport:
             # which left ``outstanding`` before any later multiple ack is computed.
             if not consumer.frames.write(message.channel.number,
                                          nack_frame(message.channel.number, tag, requeue=True)):
-                raise TransportError(
-                    f"cannot settle a message of {delivery.queue!r} (its channel closed; "
-                    "the broker will redeliver it)")
+                raise _unsettled(delivery.queue)
             return
         try:
             async with consumer.settling:
                 await message.channel.basic_nack(tag, requeue=True, wait=False)
         except _FOREIGN as exc:
-            raise TransportError(
-                f"cannot settle a message of {delivery.queue!r} (its channel closed; the "
-                f"broker will redeliver it): {exc}"
-            ) from exc
+            raise _unsettled(delivery.queue, exc) from exc
 
     async def extend(self, delivery: Delivery, *, visibility: float) -> None:
         """Nothing to do: a RabbitMQ lease lasts as long as the consumer's channel."""
@@ -931,6 +919,11 @@ def _own_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items()
             if not k.startswith(("x-death", "x-first-death", "x-last-death",
                                  "x-delivery-count"))}
+
+
+def _unsettled(queue: str, cause: object = None) -> TransportError:
+    return TransportError(f"cannot settle a message of {queue!r}: its channel closed (the "
+                          "broker will redeliver it)" + (f": {cause}" if cause else ""))
 
 
 def _refused(reason: str) -> TransportError:
