@@ -171,9 +171,10 @@ def _expected(root: str, kind: str) -> dict[str, dict[str, Any]]:
 
 
 def _send_in_waves(kind: str, env: dict[str, str], mesh_args: list[str], store: Any,
-                   pieces: int) -> threading.Thread:
+                   pieces: int) -> tuple[threading.Thread, list[BaseException]]:
     """Send ENVELOPES in WAVES[kind] waves, each once the backlog is small: moto's cost
-    per call grows with queue depth, so on SQS a deep backlog would measure moto."""
+    per call grows with queue depth, so on SQS a deep backlog would measure moto. The
+    sending thread, and what it raised (for the test to report, not lost on the thread)."""
     waves = WAVES[kind]
 
     def send() -> None:
@@ -190,14 +191,13 @@ def _send_in_waves(kind: str, env: dict[str, str], mesh_args: list[str], store: 
     def run() -> None:
         try:
             send()
-        except BaseException as exc:  # reported by the test, not lost on the thread
+        except BaseException as exc:
             errors.append(exc)
 
     errors: list[BaseException] = []
     thread = threading.Thread(target=run, daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
     thread.start()
-    return thread
+    return thread, errors
 
 
 def _ended(store: Any) -> int:
@@ -222,7 +222,7 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
         # connections force-closed) while they run
         store = open_result_store(None, state_dir=state)
         started = time.monotonic()
-        sender = _send_in_waves(kind, env, mesh_args, store, pieces)
+        sender, send_errors = _send_in_waves(kind, env, mesh_args, store, pieces)
 
         def done() -> bool:
             return _ended(store) >= pieces * ENVELOPES[kind]
@@ -248,7 +248,7 @@ def test_every_envelope_ends_exactly_once_despite_kills_and_lost_connections(
                          capture_output=True, text=True, timeout=60)
     records = json.loads(out.stdout)
     ids = [r["id"] for r in records]
-    assert not sender.errors, f"sending failed: {sender.errors}"  # type: ignore[attr-defined]
+    assert not send_errors, f"sending failed: {send_errors}"
     assert len(ids) == len(set(ids)) == pieces * ENVELOPES[kind], (
         f"{len(set(ids))} of {pieces * ENVELOPES[kind]} results after {elapsed:.0f}s; "
         f"faults {faults}; broker now:\n{held}\nlog tail:\n{stderr[-3000:]}")
