@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
+__all__ = ["Duration", "format_duration", "parse_duration"]
+
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

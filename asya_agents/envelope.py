@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from asya_agents.errors import EnvelopeError, HistoryAlteredError
-from asya_agents.observe.tracecontext import ensure_traceparent
+from asya_agents.tracecontext import ensure_traceparent
 
 __all__ = [
     "ERROR_END",
@@ -102,7 +102,6 @@ class Meta(_Model):
     - ``hops``: one entry per handled hop, with timings.
     - ``error``: set on the way to ``error-end``.
     - ``delivery_count``: how often the transport delivered this copy (when it knows).
-    - ``retry_to``: actor a failed envelope was headed to when it was retried.
     """
 
     attempt: int = 1
@@ -114,7 +113,6 @@ class Meta(_Model):
     hops: list[Hop] = Field(default_factory=list)
     error: ErrorInfo | None = None
     delivery_count: int | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("weight")
     @classmethod

@@ -14,8 +14,10 @@ enter the project, with ``raise ... from exc``, so that callers catch one tree::
     │   ├── TransportUnavailable    the broker or the state file cannot be reached
     │   └── MessageTooLarge         the encoded envelope exceeds the transport's limit
     ├── StoreError                  the results or review store failed
+    │   └── ReviewItemNotFound      no review item has that id
     ├── BlobError                   large data at a ``file://`` or ``s3://`` URL failed
     │   └── BlobNotFound            nothing is stored at that URL
+    ├── ClusterError                the Kubernetes API refused or failed a request
     └── ActorTimeout                a handler ran past ``resiliency.actorTimeout``
 """
 
@@ -26,12 +28,14 @@ __all__ = [
     "AsyaError",
     "BlobError",
     "BlobNotFound",
+    "ClusterError",
     "ConfigError",
     "EnvelopeError",
     "HandlerError",
     "HistoryAlteredError",
     "ManifestError",
     "MessageTooLarge",
+    "ReviewItemNotFound",
     "StoreError",
     "TransportError",
     "TransportUnavailable",
@@ -89,6 +93,10 @@ class StoreError(AsyaError):
     """The results or review store failed."""
 
 
+class ReviewItemNotFound(StoreError):
+    """No review item has this id."""
+
+
 class BlobError(AsyaError):
     """Reading or writing large data by URL failed; the message names the URL."""
 
@@ -99,6 +107,11 @@ class BlobError(AsyaError):
 
 class BlobNotFound(BlobError):
     """No file or object exists at the URL (or its bucket does not exist)."""
+
+
+class ClusterError(AsyaError):
+    """The Kubernetes API refused or failed a request; the message names the method and
+    the path."""
 
 
 class ActorTimeout(AsyaError):

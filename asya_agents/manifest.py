@@ -29,11 +29,17 @@ __all__ = [
     "AsyncActor",
     "BatchSpec",
     "Flavor",
+    "LoadedMesh",
     "Mesh",
     "MeshSpec",
+    "Metadata",
     "ScalingSpec",
+    "load_flavors",
     "load_mesh",
     "merge_specs",
+    "parse_actor",
+    "parse_flavor",
+    "read_documents",
 ]
 
 API_VERSION = "asya.sh/v1alpha1"

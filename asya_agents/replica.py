@@ -26,12 +26,13 @@ from asya_agents.observe.logs import configure_logging
 from asya_agents.observe.wiring import instrument
 from asya_agents.resiliency.build import admission, failure_policy
 from asya_agents.review import PARK_HANDLER, build_review_runtime
-from asya_agents.runtime import Runtime, RuntimeConfig
+from asya_agents.runtime import Runtime, RuntimeConfig, lease_for
+from asya_agents.seams import Clock
 from asya_agents.settings import Settings
 from asya_agents.stores import open_result_store
 from asya_agents.transports import Transport, open_transport
 
-__all__ = ["EXIT_RESTART", "build_runtime", "main", "serve"]
+__all__ = ["EXIT_RESTART", "add_python_paths", "beat", "build_runtime", "main", "serve"]
 
 EXIT_RESTART = 3
 log = logging.getLogger("asya.replica")
@@ -43,18 +44,14 @@ def add_python_paths(loaded: LoadedMesh) -> None:
             sys.path.insert(0, str(path))
 
 
-def lease_for(timeout: float) -> float:
-    """Lease (visibility timeout) of a message: short enough that a killed replica's
-    work comes back soon, long enough that heartbeats keep a slow handler's lease."""
-    return max(2.0, min(timeout + 5.0, 30.0))
-
-
 def build_runtime(
     loaded: LoadedMesh, actor: str, transport: Transport, *, settings: Settings,
-    state_dir: Path,
+    state_dir: Path, clock: Clock | None = None,
 ) -> Runtime:
     """The runtime of ``actor`` of ``loaded`` on ``transport``: the same code path for
-    replicas, tests and the public test helper."""
+    replicas, tests and the public test helper. ``clock`` drives its hop timings,
+    leases, batching, retries and brakes (real time when ``None``)."""
+    clock = clock or Clock()
     names = loaded.actor_names
     if actor in (HAPPY_END, ERROR_END):
         store = open_result_store(settings.store.url, state_dir=state_dir)
@@ -62,14 +59,15 @@ def build_runtime(
         # the very end of a route; many in flight let their writes be group-committed.
         cfg = RuntimeConfig(actor=actor, actors=names, concurrency=64, timeout=30.0,
                             lease=lease_for(30.0), max_bytes=transport.max_message_bytes)
-        return Runtime(cfg, transport=transport, terminal=crew_terminal(actor, store))
+        return Runtime(cfg, transport=transport, terminal=crew_terminal(actor, store),
+                       clock=clock)
     if actor not in loaded.actors:
         raise KeyError(f"mesh {loaded.name!r} has no actor {actor!r}")
     spec = loaded.actors[actor].spec
     if spec.handler == PARK_HANDLER:
         # Parking for human review is a terminal actor, like the crew (see review.py).
         return build_review_runtime(loaded, actor, transport, settings=settings,
-                                    state_dir=state_dir)
+                                    state_dir=state_dir, clock=clock)
     add_python_paths(loaded)
     assert spec.handler is not None
     handler = load_handler(spec.handler, config=spec.config, threads=spec.concurrency)
@@ -81,13 +79,11 @@ def build_runtime(
         batch_wait=spec.batch.maxWait if spec.batch else 0.0,
         max_bytes=min(spec.maxMessageBytes or MAX_ENVELOPE_BYTES, transport.max_message_bytes),
     )
-    # The policies read the config's clock late, so a test that injects one after the
-    # build (asya_agents.testing) drives the retries and the brakes too.
-    cfg.failure = failure_policy(spec.resiliency, clock=lambda: cfg.clock())
+    cfg.failure = failure_policy(spec.resiliency, clock=clock.time)
     cfg.admission = admission(spec.resiliency, actor=actor, mesh=loaded.name,
                               concurrency=spec.concurrency, transport=transport.name,
-                              state_dir=state_dir, clock=lambda: cfg.clock())
-    return Runtime(cfg, transport=transport, handler=handler)
+                              state_dir=state_dir, clock=clock.time)
+    return Runtime(cfg, transport=transport, handler=handler, clock=clock)
 
 
 HEARTBEAT_EVERY = 5.0

@@ -19,8 +19,9 @@ A decision goes through :class:`ReviewService`:
    with the same id, which ``happy-end`` records once.
 
 Where it goes: ``approve`` advances the route past the review actor; ``edit`` replaces
-the payload, then approves; ``send_back`` puts ``send_back_route`` (by default
-``[enhance, judge]``) in front of the rest of the route, with the reviewer's notes in
+the payload, then approves; ``send_back`` puts ``send_back_route`` (by default the
+actors the envelope passed through on its way here, each once, in order) in front of
+the rest of the route, with the reviewer's notes in
 ``payload["review_notes"]``; ``reject`` goes to ``reject_route`` if configured, else to
 ``error-end`` with the reviewer and the notes as the reason.
 
@@ -37,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -48,8 +48,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from asya_agents.durations import Duration
 from asya_agents.envelope import ERROR_END, Envelope, ErrorInfo, Hop, Route
 from asya_agents.errors import ConfigError, HandlerError, TransportError
-from asya_agents.runtime import Runtime, RuntimeConfig
-from asya_agents.stores.base import ResultStore, is_postgres_url
+from asya_agents.loopthread import LoopThread
+from asya_agents.runtime import Runtime, RuntimeConfig, lease_for
+from asya_agents.seams import Clock
+from asya_agents.stores import open_review_store
+from asya_agents.stores.base import ResultStore
 from asya_agents.stores.review_base import (
     DECISIONS,
     DecideResult,
@@ -79,6 +82,7 @@ __all__ = [
     "open_review_store",
     "park",
     "resumed",
+    "send_back_path",
 ]
 
 log = logging.getLogger("asya.review")
@@ -107,8 +111,9 @@ class ReviewConfig(BaseModel):
     deadline: Duration | None = Field(
         default=None, description="decide automatically this long after parking")
     deadline_action: Literal["approve", "reject"] = "reject"
-    send_back_route: list[str] = Field(default_factory=lambda: ["enhance", "judge"],
-                                       min_length=1)
+    send_back_route: list[str] | None = Field(
+        default=None, min_length=1,
+        description="where send_back goes; unset: the actors passed on the way here")
     reject_route: list[str] | None = Field(
         default=None, description="where rejected items go; unset: error-end")
     sweep_interval: Duration = Field(default=5.0, gt=0)
@@ -120,25 +125,6 @@ class ReviewConfig(BaseModel):
         return {"deadline_action": self.deadline_action,
                 "send_back_route": self.send_back_route,
                 "reject_route": self.reject_route}
-
-
-def open_review_store(url: str | None, *, state_dir: Path,
-                     clock: Callable[[], float] = time.time) -> ReviewStore:
-    """SQLite in ``state_dir`` when ``url`` is unset; PostgreSQL for postgresql:// URLs."""
-    if not url:
-        from asya_agents.stores.review_sqlite import SQLiteReviewStore
-
-        return SQLiteReviewStore(state_dir / "review.db", clock=clock)
-    if is_postgres_url(url):
-        from asya_agents.stores.review_postgres import PostgresReviewStore
-
-        return PostgresReviewStore(url, clock=clock)
-    if url.startswith("sqlite:///"):
-        from asya_agents.stores.review_sqlite import SQLiteReviewStore
-
-        path = Path(url.removeprefix("sqlite:///"))
-        return SQLiteReviewStore(path.with_name(f"{path.stem}-review.db"), clock=clock)
-    raise ConfigError(f"unknown store URL {url!r} (postgresql://… or sqlite:///path)")
 
 
 # -- where a decided item goes -----------------------------------------------------------
@@ -157,8 +143,7 @@ def resumed(item: ReviewItem) -> Outgoing:
     if item.decision in ("approve", "edit"):
         return _outgoing(env.advanced())
     if item.decision == "send_back":
-        route = item.options.get("send_back_route") or ["enhance", "judge"]
-        return _outgoing(_detour(env, route, keep_rest=True))
+        return _outgoing(_detour(env, send_back_path(item), keep_rest=True))
     reject_route = item.options.get("reject_route")
     if reject_route:
         return _outgoing(_detour(env, reject_route, keep_rest=False))
@@ -168,6 +153,16 @@ def resumed(item: ReviewItem) -> Outgoing:
                 (f": {item.notes}" if item.notes else ""),
         actor=item.actor, reason="rejected-in-review")
     return Outgoing(ERROR_END, env.encode())
+
+
+def send_back_path(item: ReviewItem) -> list[str]:
+    """Where ``send_back`` sends ``item``: its ``send_back_route``, or else the actors
+    its envelope passed through to reach the review, each once, in order."""
+    configured = item.options.get("send_back_route")
+    if configured:
+        return list(configured)
+    prev = item.envelope.get("route", {}).get("prev", [])
+    return list(dict.fromkeys(prev)) or [item.actor]
 
 
 def _reviewed_payload(item: ReviewItem, payload: Any) -> Any:
@@ -216,8 +211,7 @@ class ReviewService:
         self.mesh = mesh
         self.clock = clock
         self.publish_lease = publish_lease
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread("asya-review-service")
 
     # -- async core ---------------------------------------------------------------------
 
@@ -291,20 +285,11 @@ class ReviewService:
         return self._run(self.aexpire_due(now))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                            name="asya-review-service")
-            self._thread.start()
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._loop.run(coro)
 
     def close(self) -> None:
         """Stop the private loop (if one was started); the caller closes the rest."""
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-            self._loop = self._thread = None
+        self._loop.close()
 
 
 def _ago(seconds: float) -> str:
@@ -319,13 +304,13 @@ class ReviewRuntime(Runtime):
     and publish decided ones a crashed publisher left behind."""
 
     def __init__(self, config: RuntimeConfig, *, transport: Transport, service: ReviewService,
-                 review: ReviewConfig) -> None:
+                 review: ReviewConfig, clock: Clock | None = None) -> None:
         self.service = service
         self.review = review
-        super().__init__(config, transport=transport, terminal=self._park)
+        super().__init__(config, transport=transport, terminal=self._park, clock=clock)
 
     async def _park(self, envelope: Envelope) -> None:
-        now = self.cfg.clock()
+        now = self.clock.time()
         data = envelope.to_dict()
         deadline = now + self.review.deadline if self.review.deadline is not None else None
         # Paused first: a reviewer cannot see (and resume) the item before it is parked,
@@ -347,7 +332,7 @@ class ReviewRuntime(Runtime):
     async def _sweep(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.service.aexpire_due(self.cfg.clock())
+                await self.service.aexpire_due(self.clock.time())
                 await self.service.apublish_pending()
             except Exception as exc:  # a store or broker hiccup must not stop parking
                 log.warning("review sweep of %s failed: %s", self.cfg.actor, exc)
@@ -356,9 +341,9 @@ class ReviewRuntime(Runtime):
 
 
 def build_review_runtime(loaded: LoadedMesh, actor: str, transport: Transport, *,
-                         settings: Settings, state_dir: Path) -> ReviewRuntime:
+                         settings: Settings, state_dir: Path,
+                         clock: Clock | None = None) -> ReviewRuntime:
     """The runtime of review actor ``actor`` (its ``spec.handler`` is PARK_HANDLER)."""
-    from asya_agents.replica import lease_for
     from asya_agents.stores import open_result_store
 
     spec = loaded.actors[actor].spec
@@ -376,4 +361,5 @@ def build_review_runtime(loaded: LoadedMesh, actor: str, transport: Transport, *
     timeout = spec.resiliency.actorTimeout
     cfg = RuntimeConfig(actor=actor, actors=loaded.actor_names, concurrency=spec.concurrency,
                         timeout=timeout, lease=lease_for(timeout))
-    return ReviewRuntime(cfg, transport=transport, service=service, review=review)
+    return ReviewRuntime(cfg, transport=transport, service=service, review=review,
+                         clock=clock)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -25,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from asya_agents.autoscaler import Autoscaler, ScaleDecision
-from asya_agents.crew import CREW_SCALING
+from asya_agents.context import MeshContext
+from asya_agents.crew import CREW_SCALING, crew_scaling
 from asya_agents.envelope import ERROR_END, HAPPY_END
 from asya_agents.manifest import LoadedMesh, ScalingSpec
 from asya_agents.observe.wiring import announced, withdraw
 from asya_agents.replica import EXIT_RESTART
 from asya_agents.resiliency.throttle import ThrottleMarks
-from asya_agents.transports import Transport
+from asya_agents.status import write_supervisor
+from asya_agents.transports import Backend
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "run_supervisor"]
 
 log = logging.getLogger("asya.supervisor")
 _TICK = 0.2
@@ -68,7 +69,7 @@ class Supervisor:
     def __init__(
         self,
         loaded: LoadedMesh,
-        transport: Transport,
+        transport: Backend,
         *,
         transport_kind: str,
         state_dir: Path,
@@ -248,7 +249,19 @@ class Supervisor:
         return [u for u in urls if u]
 
     def _write_status(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / "status.json.tmp"
-        tmp.write_text(json.dumps(self.status(), indent=1))
-        tmp.replace(self.state_dir / "status.json")
+        write_supervisor(self.state_dir, self.status())
+
+
+async def run_supervisor(ctx: MeshContext) -> None:
+    """``asya up``: supervise ``ctx``'s mesh until SIGINT or SIGTERM, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with ctx.connected() as transport:
+        supervisor = Supervisor(ctx.loaded, transport, transport_kind=ctx.kind,
+                                state_dir=ctx.state_dir,
+                                metrics_port=ctx.settings.mesh.metrics_port,
+                                metrics_host=ctx.settings.mesh.metrics_host,
+                                crew=crew_scaling(ctx.store_url))
+        await supervisor.run(stop)

@@ -1,9 +1,8 @@
-"""Run a mesh, or one handler, inside a test: no broker, the same runtime code.
+"""Run a mesh, or one handler, inside a test: the same runtime code, on any transport.
 
 ``LocalMesh`` starts every actor of a mesh folder (one runtime each, plus the crew) on
-the embedded transport in a temporary state folder, on a background event loop, so that
-plain synchronous pytest tests can send envelopes, wait for them and assert on results,
-errors and routes::
+a background event loop of this process, so that plain synchronous pytest tests can
+send envelopes, wait for them and assert on results, errors and routes::
 
     from asya_agents.testing import LocalMesh
 
@@ -14,38 +13,46 @@ errors and routes::
             record = mesh.result(env_id)
             assert record.status == "succeeded"
 
-``call_handler`` calls one handler path once, the way a replica would.
+By default it runs on the embedded transport (no broker). ``transport="rabbitmq"`` or
+``"sqs"`` runs the very same test on a real broker, reached through the ``ASYA_*``
+settings (or ``settings=``): the mesh gets queues of its own, under a queue prefix unique
+to this ``LocalMesh``, which are deleted when it stops. Results are recorded in SQLite
+in the state folder either way. Time is injected: ``clock`` (a
+:class:`~asya_agents.seams.Clock`, or a wall-clock function) drives hop timings,
+retries, deadlines and the brakes, so tests move time instead of sleeping.
+
+``call_handler`` calls one handler path once, the way a replica would. The whole API is
+documented in ``docs/testing.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
+from asya_agents.context import MeshContext
+from asya_agents.envelope import Envelope
 from asya_agents.handlers import Result, load_handler
-from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.loopthread import LoopThread
+from asya_agents.manifest import LoadedMesh
 from asya_agents.replica import add_python_paths, build_runtime
+from asya_agents.seams import Clock
 from asya_agents.settings import Settings, StoreSettings
 from asya_agents.stores import ResultRecord, SQLiteResultStore
-from asya_agents.transports import Outgoing
-from asya_agents.transports.embedded import EmbeddedTransport
+from asya_agents.transports import Backend, Outgoing, QueueStats
 
 __all__ = ["LocalMesh", "call_handler"]
-
-T = TypeVar("T")
 
 
 def call_handler(path: str, arg: Any, *, config: dict[str, Any] | None = None,
                  python_path: list[str | Path] | None = None) -> Result:
     """Load ``path`` (with ``config`` for a class) and call it once with ``arg``."""
-    import sys
-
     for p in python_path or []:
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
@@ -56,83 +63,104 @@ def call_handler(path: str, arg: Any, *, config: dict[str, Any] | None = None,
         handler.close()
 
 
+def _own_queues(settings: Settings, kind: str) -> Settings:
+    """``settings`` with a queue prefix of this mesh's own on a shared broker."""
+    prefix = f"asya-test-{uuid.uuid4().hex[:8]}"
+    if kind == "rabbitmq":
+        return settings.model_copy(update={
+            "rabbitmq": settings.rabbitmq.model_copy(update={"queue_prefix": prefix})})
+    if kind == "sqs":
+        return settings.model_copy(update={
+            "sqs": settings.sqs.model_copy(update={"queue_prefix": prefix})})
+    return settings
+
+
 class LocalMesh:
-    """A whole mesh in this process, on the embedded transport."""
+    """A whole mesh in this process, on the embedded transport or a real broker."""
 
     def __init__(
         self,
         mesh: str | Path | LoadedMesh,
         *,
+        transport: str = "embedded",
         state_dir: str | Path | None = None,
         replicas: int = 1,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.loaded = mesh if isinstance(mesh, LoadedMesh) else load_mesh(mesh)
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="asya-")
-        self.state_dir = Path(state_dir or self._tmp.name)  # type: ignore[union-attr]
+        folder = Path(state_dir or self._tmp.name)  # type: ignore[union-attr]
+        base = (settings or Settings()).model_copy(update={"store": StoreSettings(url=None)})
+        self.ctx = MeshContext.open(mesh, transport=transport, state_dir=folder,
+                                    settings=_own_queues(base, transport))
+        self.loaded = self.ctx.loaded
+        self.state_dir = self.ctx.state_dir
         self.replicas = replicas
-        self.clock = clock
+        self.clock = Clock.of(clock)
         self.store = SQLiteResultStore(self.state_dir / "results.db")
+        self.transport: Backend = self._open_transport()
         # The loop and its thread exist only between start() and stop(), so that a
         # LocalMesh that never started, or failed to, leaves nothing open behind it.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread("asya-local-mesh")
         self._stop: asyncio.Event | None = None
         self._runs: list[asyncio.Future[None]] = []
         self._sent: list[str] = []
-        self.transport = EmbeddedTransport(self.state_dir / "queues.db", clock=clock,
-                                           poll_interval=0.005)
+
+    def _open_transport(self) -> Backend:
+        if self.ctx.kind == "embedded":
+            from asya_agents.transports.embedded import EmbeddedTransport
+
+            return EmbeddedTransport(self.state_dir / "queues.db", clock=self.clock.time,
+                                     poll_interval=0.005)
+        return self.ctx.transport()
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
+    def _submit(self, coro: Any) -> Any:
+        if not self._loop.running:
             coro.close()
             raise RuntimeError("the LocalMesh is not running: use it in a `with` block")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._loop.run(coro)
 
     def start(self) -> LocalMesh:
+        """Declare the queues and start every actor's runtime (``replicas`` each)."""
         add_python_paths(self.loaded)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="asya-local-mesh")
-        self._thread.start()
-        settings = Settings(store=StoreSettings(url=None))
-
-        async def boot() -> None:
-            self._stop = asyncio.Event()
-            await self.transport.ensure_queues(sorted(self.loaded.actor_names))
-            for name in [*self.loaded.actors, HAPPY_END, ERROR_END]:
-                for _ in range(self.replicas):
-                    runtime = build_runtime(self.loaded, name, self.transport,
-                                            settings=settings, state_dir=self.state_dir)
-                    runtime.cfg.clock = self.clock
-                    runtime.cfg.receive_wait = 0.05
-                    self._runs.append(asyncio.ensure_future(runtime.run(self._stop)))
-
+        self._loop.loop()
         try:
-            self._submit(boot())
+            self._submit(self._boot())
         except BaseException:
             self.stop()  # e.g. a handler that fails at startup: close what was opened
             raise
         return self
 
-    def stop(self) -> None:
-        async def halt() -> None:
-            if self._stop is not None:
-                self._stop.set()
-            await asyncio.gather(*self._runs, return_exceptions=True)
-            await self.transport.close()
+    async def _boot(self) -> None:
+        self._stop = asyncio.Event()
+        await self.transport.ensure_queues(sorted(self.loaded.actor_names))
+        for name in self.ctx.actors:
+            for _ in range(self.replicas):
+                runtime = build_runtime(self.loaded, name, self.transport,
+                                        settings=self.ctx.settings, state_dir=self.state_dir,
+                                        clock=self.clock)
+                runtime.cfg.receive_wait = 0.05
+                self._runs.append(asyncio.ensure_future(runtime.run(self._stop)))
 
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            self._submit(halt())
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
-        if loop is not None and not loop.is_running():
-            loop.close()
-        self._loop = self._thread = None
+    async def _halt(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        await self.transport.close()  # its consumers go first, then the queues
+        if self.ctx.kind != "embedded":
+            async with self.ctx.connected() as admin:
+                await admin.delete_queues(sorted(self.loaded.actor_names))
+
+    def stop(self) -> None:
+        """Stop every runtime (letting in-flight work finish), delete a broker's queues
+        of this mesh, and close everything."""
+        if self._loop.running:
+            self._submit(self._halt())
+        self._loop.close()
         self.store.close()
+        self.ctx.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -148,10 +176,11 @@ class LocalMesh:
              headers: dict[str, Any] | None = None) -> str:
         """Enqueue one envelope (default route: mesh.yaml's); return its id."""
         envelope = Envelope.create(payload, route or self.loaded.route, id=id, headers=headers,
-                                   now=self.clock())
+                                   now=self.clock.time())
         return self.send_envelope(envelope)
 
     def send_envelope(self, envelope: Envelope) -> str:
+        """Enqueue a ready-made envelope at its ``route.curr``; return its id."""
         self.send_raw(envelope.route.curr, envelope.encode())
         self._sent.append(envelope.id)
         return envelope.id
@@ -162,7 +191,9 @@ class LocalMesh:
 
     def join(self, ids: list[str] | None = None, *, timeout: float = 30.0,
              settle: Callable[[], bool] | None = None) -> None:
-        """Wait until every envelope sent (or ``ids``) has ended; TimeoutError if not."""
+        """Wait until every envelope sent (or ``ids``) has ended, all its fan-out pieces
+        included, and ``settle()`` (if given) is true; :class:`TimeoutError` if not
+        within ``timeout`` seconds."""
         wanted = list(ids if ids is not None else self._sent)
         deadline = time.monotonic() + timeout
         while True:
@@ -176,9 +207,11 @@ class LocalMesh:
     # -- asserting ----------------------------------------------------------------
 
     def results(self, status: str | None = None) -> list[ResultRecord]:
+        """Every ended record (``succeeded``, ``failed``, ``paused``), oldest first."""
         return self.store.results(status=status)
 
     def result(self, envelope_id: str) -> ResultRecord:
+        """The ended record of ``envelope_id``; :class:`KeyError` while it runs."""
         record = self.store.get(envelope_id)
         if record is None:
             raise KeyError(f"envelope {envelope_id!r} has not ended")
@@ -188,5 +221,16 @@ class LocalMesh:
         """Every ended piece of ``root_id`` (itself, or its fan-out children)."""
         return [r for r in self.store.results() if r.root_id == root_id]
 
-    def queue_stats(self, actor: str) -> Any:
-        return self._submit(self.transport.stats(actor))
+    def queue_stats(self, actor: str) -> QueueStats:
+        """Ready, in-flight and delayed messages of ``actor``'s queue."""
+        stats: QueueStats = self._submit(self.transport.stats(actor))
+        return stats
+
+    def status(self) -> dict[str, Any]:
+        """The mesh's status snapshot, as ``asya status --json`` prints it."""
+        from asya_agents import status
+
+        report: dict[str, Any] = self._submit(status.snapshot(
+            mesh=self.loaded.name, transport_kind=self.ctx.kind, actors=self.ctx.actors,
+            transport=self.transport, store=self.store, supervisor={}))
+        return report

@@ -30,7 +30,8 @@ from asya_agents.observe.logs import LogObserver, configure_logging  # noqa: E40
 from asya_agents.observe.metrics import MetricsObserver  # noqa: E402
 from asya_agents.observe.spans import HopTracer  # noqa: E402
 from asya_agents.observe.wiring import Observers  # noqa: E402
-from asya_agents.runtime import Observer, Runtime, RuntimeConfig  # noqa: E402
+from asya_agents.runtime import Runtime, RuntimeConfig  # noqa: E402
+from asya_agents.seams import Observer  # noqa: E402
 from asya_agents.transports import Outgoing  # noqa: E402
 from asya_agents.transports.embedded import EmbeddedTransport  # noqa: E402
 

@@ -64,6 +64,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
             report.longrepr = f"CI=true: a needed service is missing ({reason})"
 
 
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """A moto server (the real SQS and S3 HTTP protocols) on a free port of 127.0.0.1,
+    for the whole session; skips (fails in CI) where moto_server is not installed."""
+    from tests.moto import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
 @pytest.fixture
 def example_mesh() -> Path:
     return ROOT / "mesh" / "example"

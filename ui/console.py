@@ -1,15 +1,15 @@
 """The console's back end: everything the pages show or do, with no Streamlit in it.
 
-One :class:`Console` per mesh opens the stores and the transport the way ``asya`` does
-(flags, then ``ASYA_*`` settings, then ``mesh.yaml``), so the console, ``asya up`` and
-``asya status`` started in separate terminals see the same mesh. Pages stay thin: they
+One :class:`Console` per mesh opens the stores and the transport through the same
+:class:`~asya_agents.context.MeshContext` as ``asya`` (flags, then ``ASYA_*`` settings,
+then ``mesh.yaml``), so the console, ``asya up`` and ``asya status`` started in separate
+terminals see the same mesh. Pages stay thin: they
 render what these methods return, which is also what the tests assert on.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import datetime
 import io
@@ -23,20 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from asya_agents import status
+from asya_agents.context import MeshContext
 from asya_agents.crew import replay_failed
 from asya_agents.envelope import ERROR_END, HAPPY_END
-from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.loopthread import LoopThread
+from asya_agents.manifest import LoadedMesh
 from asya_agents.review import (
     DecideResult,
     DecisionRecord,
     ReviewItem,
     ReviewService,
     ReviewStore,
-    open_review_store,
+    send_back_path,
 )
 from asya_agents.settings import Settings
-from asya_agents.stores import ResultRecord, ResultStore, open_result_store
-from asya_agents.transports import Transport, open_transport
+from asya_agents.stores import ResultRecord, ResultStore
+from asya_agents.transports import Backend
 
 __all__ = [
     "ActorRow",
@@ -111,25 +114,22 @@ class Console:
 
     def __init__(self, config: ConsoleConfig, *, settings: Settings | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings or Settings()
-        self.loaded: LoadedMesh = load_mesh(config.mesh)
-        self.kind = (config.transport or self.settings.mesh.transport
-                     or self.loaded.mesh.spec.transport)
-        self.state_dir = self.loaded.state_dir(config.state_dir
-                                               or self.settings.mesh.state_dir)
-        url = config.store_url or self.settings.store.url
+        self.ctx = MeshContext.open(config.mesh, transport=config.transport,
+                                    state_dir=config.state_dir, store_url=config.store_url,
+                                    settings=settings)
+        self.settings = self.ctx.settings
+        self.loaded: LoadedMesh = self.ctx.loaded
+        self.kind = self.ctx.kind
+        self.state_dir = self.ctx.state_dir
         self.clock = clock
-        self.reviews: ReviewStore = open_review_store(url, state_dir=self.state_dir)
-        self.results: ResultStore = open_result_store(url, state_dir=self.state_dir)
-        self.transport: Transport = open_transport(
-            self.kind, settings=self.settings, state_dir=self.state_dir, mesh=self.loaded.name)
+        self.reviews: ReviewStore = self.ctx.reviews()
+        self.results: ResultStore = self.ctx.results()
+        self.transport: Backend = self.ctx.transport()
         self.service = ReviewService(self.reviews, self.transport, self.results,
                                      mesh=self.loaded.name, clock=clock)
         self.samples: deque[Sample] = deque(maxlen=720)
         self._sample_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._loop_lock = threading.Lock()
+        self._loop = LoopThread("asya-console-loop")
 
     @property
     def mesh(self) -> str:
@@ -162,28 +162,17 @@ class Console:
 
     def actors(self) -> list[ActorRow]:
         """Per actor (crew included): queue depth, in flight, delayed, replicas."""
-        sup = self._supervisor().get("actors", {})
-
-        async def gather() -> list[ActorRow]:
-            rows = []
-            for name in [*self.loaded.actors, HAPPY_END, ERROR_END]:
-                st = await self.transport.stats(name)
-                rows.append(ActorRow(name, st.depth, st.in_flight, st.delayed,
-                                     int(sup.get(name, {}).get("replicas", 0))))
-            return rows
-
-        return self._run(gather())
+        report = self._run(status.snapshot(
+            mesh=self.mesh, transport_kind=self.kind, actors=self.ctx.actors,
+            transport=self.transport, store=self.results, supervisor=self._supervisor()))
+        return [ActorRow(name, row["depth"], row["in_flight"], row["delayed"],
+                         int(row["replicas"])) for name, row in report["actors"].items()]
 
     def supervisor_running(self) -> bool:
         return bool(self._supervisor())
 
     def _supervisor(self) -> dict[str, Any]:
-        # The local supervisor's status.json (see supervisor.py); stale means not running.
-        try:
-            data: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-        return data if self.clock() - data.get("updated", 0) < 10 else {}
+        return status.read_supervisor(self.state_dir, now=self.clock)
 
     def sample(self, *, min_interval: float = 1.0) -> list[Sample]:
         """Add a sample of the result store's totals (at most one per ``min_interval``)
@@ -209,24 +198,12 @@ class Console:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         # Streamlit runs each session's script in its own thread; the transport (an
         # AMQP connection, say) belongs to one event loop, so every call goes to ours.
-        with self._loop_lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                                name="asya-console-loop")
-                self._thread.start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return self._loop.run(coro)
 
     def close(self) -> None:
         self._run(self.transport.close())
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            self._loop.close()
-            self._loop = self._thread = None
-        self.reviews.close()
-        self.results.close()
+        self._loop.close()
+        self.ctx.close()
 
 
 def rates(samples: list[Sample]) -> list[dict[str, float]]:
@@ -281,7 +258,7 @@ def next_hops(item: ReviewItem) -> dict[str, list[str]]:
     """Where each decision sends the item: the route it would follow from here."""
     route = item.envelope.get("route", {})
     rest = list(route.get("next", []))
-    send_back = list(item.options.get("send_back_route") or ["enhance", "judge"])
+    send_back = send_back_path(item)
     reject = item.options.get("reject_route")
     return {
         "approve": [*rest, HAPPY_END] if rest else [HAPPY_END],

@@ -8,8 +8,8 @@ one of two ways that share one renderer (:mod:`.render`):
 * ``asya operator`` (:mod:`.operator`, needs kopf) reconciles ``AsyncActor`` resources
   whose schema ``asya crd`` (:mod:`.crd`) generates from the pydantic models.
 
-Nothing here talks to a cluster except :mod:`.operator`, and only that module imports
-kopf, lazily.
+Nothing here talks to a cluster except :mod:`.operator` (through :mod:`.client`), and
+only that module imports kopf, lazily.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 kopf logs in (service account or kubeconfig) and hands over its connection info; this
 client reuses it over aiohttp, which kopf already depends on, rather than pulling in a
-full client library for four calls. Errors from the API become :class:`ClusterError`
-with the method, the path and the server's message.
+full client library for four calls. Errors from the API become
+:class:`~asya_agents.errors.ClusterError` with the method, the path and the server's
+message.
 """
 
 from __future__ import annotations
@@ -12,21 +13,16 @@ import json
 import ssl
 from typing import Any
 
-from asya_agents.errors import AsyaError
+from asya_agents.errors import ClusterError
+from asya_agents.k8s.crd import RESOURCES
 
 __all__ = ["ClusterError", "HttpCluster", "resource_path"]
 
 MANAGER = "asya-operator"
 
 
-class ClusterError(AsyaError):
-    """The Kubernetes API refused or failed a request."""
-
-
 def resource_path(kind: str, namespace: str, name: str | None = None) -> str:
     """``/api/v1/namespaces/NS/configmaps/NAME`` and the like for ``kind``."""
-    from asya_agents.k8s.operator import RESOURCES
-
     api_version, plural = RESOURCES[kind]
     root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = f"{root}/namespaces/{namespace}/{plural}"

@@ -11,6 +11,10 @@ which validates with the same models and reports the field in a status condition
 
 Durations (``300s``, ``1m``) are numbers to pydantic but strings in a manifest, so they
 are marked while generating and written as ``x-kubernetes-int-or-string``.
+
+:data:`RESOURCES` is the one table of where each kind the operator touches lives in the
+API (apiVersion and plural); it sits here, below both, so that the HTTP client and the
+operator share it without importing each other.
 """
 
 from __future__ import annotations
@@ -25,10 +29,33 @@ from pydantic_core import core_schema
 from asya_agents.durations import parse_duration
 from asya_agents.manifest import ActorSpec
 
-__all__ = ["GROUP", "VERSION", "crd_documents", "dump_yaml", "schema_of", "structural"]
+__all__ = [
+    "GROUP",
+    "RESOURCES",
+    "VERSION",
+    "actor_spec_schema",
+    "asyncactor_crd",
+    "crd_documents",
+    "dump_yaml",
+    "flavor_crd",
+    "schema_of",
+    "structural",
+]
 
 GROUP = "asya.sh"
 VERSION = "v1alpha1"
+
+#: kind → (apiVersion, plural) of everything the operator writes or reads.
+RESOURCES: dict[str, tuple[str, str]] = {
+    "AsyncActor": (f"{GROUP}/{VERSION}", "asyncactors"),
+    "Flavor": (f"{GROUP}/{VERSION}", "flavors"),
+    "ConfigMap": ("v1", "configmaps"),
+    "Service": ("v1", "services"),
+    "ServiceAccount": ("v1", "serviceaccounts"),
+    "Deployment": ("apps/v1", "deployments"),
+    "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
+    "TriggerAuthentication": ("keda.sh/v1alpha1", "triggerauthentications"),
+}
 _DURATION = "x-asya-duration"
 _KEEP = {
     "type", "description", "properties", "required", "items", "enum", "minimum", "maximum",

@@ -43,26 +43,24 @@ from asya_agents.k8s.render import (
     render_layout,
 )
 from asya_agents.manifest import AsyncActor, Flavor, parse_actor, parse_flavor
-from asya_agents.transports import Transport
+from asya_agents.transports import Backend
 
-__all__ = ["Cluster", "Operator", "on_actor", "on_actor_delete", "on_flavor", "run_operator"]
+__all__ = [
+    "Cluster",
+    "Operator",
+    "Outcome",
+    "condition",
+    "mesh_of",
+    "on_actor",
+    "on_actor_delete",
+    "on_flavor",
+    "run_operator",
+]
 
 API_VERSION = f"{GROUP}/{VERSION}"
 MESH_LABEL = "asya.sh/mesh"
 MANAGER = "asya-operator"
 log = logging.getLogger("asya.operator")
-
-#: kind → (apiVersion, plural) of everything the operator writes or reads.
-RESOURCES: dict[str, tuple[str, str]] = {
-    "AsyncActor": (API_VERSION, "asyncactors"),
-    "Flavor": (API_VERSION, "flavors"),
-    "ConfigMap": ("v1", "configmaps"),
-    "Service": ("v1", "services"),
-    "ServiceAccount": ("v1", "serviceaccounts"),
-    "Deployment": ("apps/v1", "deployments"),
-    "ScaledObject": ("keda.sh/v1alpha1", "scaledobjects"),
-    "TriggerAuthentication": ("keda.sh/v1alpha1", "triggerauthentications"),
-}
 
 
 class Cluster(Protocol):
@@ -152,7 +150,7 @@ class Operator:
 
     cluster: Cluster
     options: RenderOptions
-    open_queues: Callable[[str], Transport]
+    open_queues: Callable[[str], Backend]
     image_root: str = "/app"
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -318,7 +316,7 @@ def run_operator(*, transport: str, namespaces: list[str], runtime_image: str,
                       runtime_image=runtime_image, queue_prefix=prefix,
                       sqs_region=settings.sqs.region, sqs_endpoint=settings.sqs.endpoint_url)
 
-    def open_queues(mesh: str) -> Transport:
+    def open_queues(mesh: str) -> Backend:
         return open_transport(transport, settings=settings, state_dir=Path("/tmp"), mesh=mesh)
 
     op = Operator(cluster, options, open_queues)

@@ -23,11 +23,17 @@ import time
 from typing import IO, Any
 
 from asya_agents.envelope import Envelope
-from asya_agents.observe.tracecontext import trace_id_of
-from asya_agents.resiliency.decide import Decision
-from asya_agents.runtime import Observer
+from asya_agents.seams import Decision, Observer
+from asya_agents.tracecontext import trace_id_of
 
-__all__ = ["FIELDS", "JsonFormatter", "LogObserver", "TextFormatter", "configure_logging"]
+__all__ = [
+    "FIELDS",
+    "JsonFormatter",
+    "LogObserver",
+    "TextFormatter",
+    "configure_logging",
+    "envelope_fields",
+]
 
 #: Fields a record may carry about the envelope it concerns (``extra=`` or the context).
 FIELDS = ("event", "envelope_id", "root_id", "attempt", "trace_id", "duration_s", "reason",

@@ -22,8 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from asya_agents.envelope import Envelope
 from asya_agents.errors import ConfigError
-from asya_agents.resiliency.decide import Decision
-from asya_agents.runtime import Observer, Runtime
+from asya_agents.runtime import Runtime
+from asya_agents.seams import Decision, Observer
 
 __all__ = [
     "BREAKER_STATES",

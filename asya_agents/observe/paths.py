@@ -1,4 +1,4 @@
-"""An envelope's path through the mesh, hop by hop, for ``asya results --id``.
+"""Ended envelopes as people read them: ``asya results`` and, hop by hop, ``--id``.
 
 Every hop the runtime handles is appended to ``meta.hops`` (actor, attempt, when it
 started and ended), and fan-out children inherit their parent's hops, so an ended
@@ -9,12 +9,15 @@ ran (handler time).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from asya_agents.observe.tracecontext import trace_id_of
+from asya_agents.stores.base import ResultRecord, ResultStore
+from asya_agents.tracecontext import trace_id_of
 
-__all__ = ["HopTiming", "describe_path", "hop_timings", "render_paths"]
+__all__ = ["HopTiming", "describe_path", "hop_timings", "paths_of", "render_paths",
+           "results_table"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,25 @@ def _secs(value: float | None) -> str:
     if value is None:
         return "–"
     return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
+
+
+def paths_of(store: ResultStore, envelope_id: str, *, status: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+    """The paths of ``envelope_id``, or of every ended piece of the root of that id."""
+    found = [r for r in store.results(status=status) if envelope_id in (r.id, r.root_id)]
+    return [describe_path(r.to_json(), r.envelope) for r in found[:limit]]
+
+
+def results_table(records: list[ResultRecord]) -> Any:
+    """A rich table of ended envelopes: id, status, path, and payload or error."""
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "status", "path", "payload / error"):
+        table.add_column(col)
+    for rec in records:
+        path = " → ".join([*rec.route.get("prev", []), rec.route.get("curr", "")])
+        detail = (f"{rec.error['type'].rsplit('.', 1)[-1]}: {rec.error['message']}"
+                  if rec.error else json.dumps(rec.payload))
+        table.add_row(rec.id, rec.status, path, detail[:120])
+    return table

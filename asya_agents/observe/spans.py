@@ -1,9 +1,11 @@
-"""One span per hop: the trace context every hop stamps, and OpenTelemetry when present.
+"""One OpenTelemetry span per hop, plugged into the runtime's tracer seam.
 
-The runtime asks :class:`HopTracer` for a :class:`HopSpan` when it takes an envelope and
-ends it when the hop is over. The span's :attr:`HopSpan.context` (the envelope's trace
-id, this hop's span id) is what the runtime writes into the ``traceparent`` of every
-envelope the hop publishes: the next hop, a retry, each fan-out child.
+The runtime asks its :class:`~asya_agents.seams.Tracer` for a
+:class:`~asya_agents.seams.HopSpan` when it takes an envelope and ends it when the hop
+is over. The span's ``context`` (the envelope's trace id, this hop's span id) is what
+the runtime writes into the ``traceparent`` of every envelope the hop publishes: the
+next hop, a retry, each fan-out child. The seam's own tracer only does that;
+:class:`HopTracer` here does it through OpenTelemetry when OpenTelemetry is there.
 
 With the ``otel`` extra installed and a tracer provider configured (by the replica from
 ``ASYA_TRACE_EXPORT``, or by an application that embeds the runtime), each hop is also
@@ -17,21 +19,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from asya_agents.observe.tracecontext import TRACEPARENT, TraceContext
+from asya_agents.seams import HopSpan, Tracer
+from asya_agents.tracecontext import TRACEPARENT, TraceContext
 
-__all__ = ["HopSpan", "HopTracer", "build_provider"]
+__all__ = ["HopTracer", "OtelSpan", "build_provider"]
 
 
-class HopSpan:
-    """A hop in progress. ``context`` is what the hop's outputs carry."""
+class OtelSpan(HopSpan):
+    """A hop in progress that is also an OpenTelemetry span."""
 
-    def __init__(self, context: TraceContext, otel_span: Any = None) -> None:
-        self.context = context
+    def __init__(self, context: TraceContext, otel_span: Any) -> None:
+        super().__init__(context)
         self._otel = otel_span
-
-    @property
-    def traceparent(self) -> str:
-        return self.context.header
 
     def end(self, error: BaseException | None = None) -> None:
         if self._otel is None:
@@ -45,7 +44,7 @@ class HopSpan:
         span.end()
 
 
-class HopTracer:
+class HopTracer(Tracer):
     """Starts hop spans. ``provider`` is an OpenTelemetry ``TracerProvider``; without
     one the global provider is used when it is a real one (not the API's no-op)."""
 
@@ -107,7 +106,7 @@ def _otel_span(tracer: Any, actor: str, incoming: TraceContext | None, *, envelo
         span.end()
         return HopSpan((incoming or TraceContext.new()).child())
     flags = f"{int(ctx.trace_flags):02x}"
-    return HopSpan(TraceContext(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", flags), span)
+    return OtelSpan(TraceContext(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", flags), span)
 
 
 def build_provider(export: str) -> Any:

@@ -1,10 +1,11 @@
 """``asya status MESH --watch``: a live view of the mesh, refreshing in place.
 
-Each refresh samples the queues (depth, in flight, delayed), the supervisor's
-``status.json`` (replicas and their ``/metrics`` URLs), every replica's counters and the
-result store's totals; throughput and errors per actor are rates between two samples
-(see :class:`~asya_agents.observe.scrape.Rates`), so the first refresh shows none. With
-``--json`` each refresh is one JSON object on its own line, for scripts.
+Each refresh takes the mesh's status snapshot (:mod:`asya_agents.status`: queues,
+replicas and their ``/metrics`` URLs, the result store's totals) and every replica's
+counters; throughput and errors per actor are rates between two samples (see
+:class:`~asya_agents.observe.scrape.Rates`), so the first refresh shows none. With
+``--json`` each refresh is one JSON object on its own line, for scripts. Plain
+``asya status`` prints the same table without the rates (:func:`status_table`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from asya_agents.observe.scrape import Rates, Samples, scrape, total
-from asya_agents.stores.base import ResultStore
-from asya_agents.transports.base import Transport
 
-__all__ = ["Watcher", "render", "watch"]
+__all__ = ["Watcher", "render", "status_table", "watch"]
 
 _SUCCEEDED = "asya_envelopes_succeeded_total"
 _FAILED = "asya_envelopes_failed_total"
@@ -30,41 +29,29 @@ _FAILED = "asya_envelopes_failed_total"
 class Watcher:
     """Takes samples of one mesh and turns them into reports with rates."""
 
-    mesh: str
-    kind: str
-    actors: list[str]
-    transport: Transport
-    store: ResultStore
-    read_supervisor: Callable[[], dict[str, Any]]
+    #: Takes a status snapshot (``asya status --json``'s object).
+    snapshot: Callable[[], Awaitable[dict[str, Any]]]
     clock: Callable[[], float] = time.monotonic
     scrape: Callable[[str], Samples | None] = field(default=lambda url: scrape(url, timeout=1.0))
     _rates: Rates = field(default_factory=Rates)
     _known: dict[Any, float] = field(default_factory=dict)
 
     async def report(self) -> dict[str, Any]:
-        """One refresh: the same per-actor fields as ``asya status --json``, plus
-        ``throughput`` and ``errors`` (per second, ``None`` until a second sample)."""
-        sup = self.read_supervisor().get("actors", {})
-        rows: dict[str, dict[str, Any]] = {}
-        for name in self.actors:
-            st = await self.transport.stats(name)
-            rep = sup.get(name, {})
-            rows[name] = {"depth": st.depth, "in_flight": st.in_flight, "delayed": st.delayed,
-                          "replicas": rep.get("replicas", 0), "metrics": rep.get("metrics", [])}
+        """One refresh: the snapshot, plus per actor ``throughput`` and ``errors`` (per
+        second, ``None`` until a second sample) and the store's ``rates``."""
+        report = await self.snapshot()
+        rows: dict[str, dict[str, Any]] = report["actors"]
         counters = await self._counters(rows)
-        totals = self.store.totals()
-        ended: dict[Any, float] = {("store", "succeeded"): float(totals.succeeded),
-                                   ("store", "failed"): float(totals.failed)}
+        totals = report["totals"]
+        ended: dict[Any, float] = {("store", "succeeded"): float(totals["succeeded"]),
+                                   ("store", "failed"): float(totals["failed"])}
         rates = self._rates.update(self.clock(), {**counters, **ended})
         for name, row in rows.items():
             row["throughput"] = _sum(rates, name, _SUCCEEDED)
             row["errors"] = _sum(rates, name, _FAILED)
-        return {"mesh": self.mesh, "transport": self.kind, "running": bool(sup),
-                "actors": rows,
-                "totals": {"succeeded": totals.succeeded, "failed": totals.failed,
-                           "paused": totals.paused, "duplicates": totals.duplicates},
-                "rates": {"succeeded": rates.get(("store", "succeeded")),
-                          "failed": rates.get(("store", "failed"))}}
+        report["rates"] = {"succeeded": rates.get(("store", "succeeded")),
+                           "failed": rates.get(("store", "failed"))}
+        return report
 
     async def _counters(self, rows: dict[str, dict[str, Any]]) -> dict[Any, float]:
         urls = [(name, url) for name, row in rows.items() for url in row["metrics"]]
@@ -90,14 +77,28 @@ def _sum(rates: dict[Any, float], actor: str, metric: str) -> float | None:
     return float(sum(picked)) if picked or rates else None
 
 
-def render(report: dict[str, Any]) -> Any:
-    """A rich renderable of one report."""
+def status_table(report: dict[str, Any]) -> Any:
+    """A rich renderable of a status snapshot: the plain ``asya status`` view."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"mesh {report['mesh']} ({report['transport']})"
-                  + ("" if report["running"] else " — supervisor not running"))
+    table = Table(title=_title(report))
+    for col in ("actor", "depth", "in flight", "delayed", "replicas"):
+        table.add_column(col, justify="left" if col == "actor" else "right")
+    for name, row in report["actors"].items():
+        table.add_row(name, str(row["depth"]), str(row["in_flight"]), str(row["delayed"]),
+                      str(row["replicas"]))
+    return Group(table, Text(", ".join(f"{k} {v}" for k, v in report["totals"].items())))
+
+
+def render(report: dict[str, Any]) -> Any:
+    """A rich renderable of one :meth:`Watcher.report`."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=_title(report))
     for col in ("actor", "depth", "in flight", "delayed", "replicas", "done/s", "errors/s"):
         table.add_column(col, justify="left" if col == "actor" else "right")
     for name, row in report["actors"].items():
@@ -110,6 +111,11 @@ def render(report: dict[str, Any]) -> Any:
             f"failed {totals['failed']} ({_rate(rates['failed'])}/s), "
             f"paused {totals['paused']}, duplicates {totals['duplicates']}")
     return Group(table, Text(line))
+
+
+def _title(report: dict[str, Any]) -> str:
+    return (f"mesh {report['mesh']} ({report['transport']})"
+            + ("" if report["running"] else " — supervisor not running"))
 
 
 def _rate(value: float | None) -> str:

@@ -23,8 +23,8 @@ from asya_agents.envelope import Envelope
 from asya_agents.errors import ConfigError
 from asya_agents.observe.logs import LogObserver
 from asya_agents.observe.spans import HopTracer, build_provider
-from asya_agents.resiliency.decide import Decision
-from asya_agents.runtime import Observer, Runtime
+from asya_agents.runtime import Runtime
+from asya_agents.seams import Decision, Observer
 from asya_agents.settings import MeshSettings
 
 __all__ = ["Instrumented", "Observers", "announced", "instrument", "withdraw"]

@@ -24,7 +24,7 @@ from asya_agents.resiliency.adaptive import AdaptiveLimit
 from asya_agents.resiliency.breaker import CircuitBreaker
 from asya_agents.resiliency.limiter import TokenBucket, refill
 from asya_agents.resiliency.throttle import ThrottleMarks
-from asya_agents.runtime import Admission
+from asya_agents.seams import Admission
 
 __all__ = ["ResilientAdmission"]
 

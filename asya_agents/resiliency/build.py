@@ -10,14 +10,13 @@ from pathlib import Path
 from asya_agents.resiliency.adaptive import AdaptiveLimit
 from asya_agents.resiliency.admission import ResilientAdmission
 from asya_agents.resiliency.breaker import CircuitBreaker
-from asya_agents.resiliency.decide import FailurePolicy, NoRetries
 from asya_agents.resiliency.limiter import open_bucket
 from asya_agents.resiliency.retry import PolicySet
 from asya_agents.resiliency.spec import ResiliencySpec
 from asya_agents.resiliency.throttle import ThrottleMarks
-from asya_agents.runtime import Admission
+from asya_agents.seams import Admission, FailurePolicy, NoRetries
 
-__all__ = ["admission", "exhausted_targets", "failure_policy"]
+__all__ = ["admission", "failure_policy"]
 
 
 def failure_policy(spec: ResiliencySpec, *,
@@ -26,12 +25,6 @@ def failure_policy(spec: ResiliencySpec, *,
     if not spec.policies:
         return NoRetries()
     return PolicySet(spec.policies, clock=clock)
-
-
-def exhausted_targets(spec: ResiliencySpec) -> dict[str, str]:
-    """``onExhausted`` of each policy, by field path, for checking against the mesh."""
-    return {f"spec.resiliency.policies.{name}.onExhausted": p.onExhausted
-            for name, p in spec.policies.items()}
 
 
 def admission(

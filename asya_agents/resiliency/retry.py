@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from asya_agents import errors
 from asya_agents.envelope import Envelope
-from asya_agents.resiliency.decide import Decision, reason_of
 from asya_agents.resiliency.match import ErrorMatcher, retry_after
 from asya_agents.resiliency.spec import RetryPolicy
+from asya_agents.seams import Decision, reason_of
 
 __all__ = ["PolicySet", "backoff_delay"]
 

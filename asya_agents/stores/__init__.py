@@ -1,20 +1,30 @@
-"""Stores: where ended envelopes are recorded.
+"""Stores: where ended envelopes are recorded and parked ones wait for a person.
 
-``happy-end`` and ``error-end`` write here; ``asya results``, ``asya send --wait`` and
-the review console read here. SQLite beside the embedded transport for a local mesh;
-PostgreSQL for a cluster (``ASYA_STORE_URL=postgresql://…``). Both keep one row per
-envelope id, so a duplicate delivery (at-least-once) is counted, never stored twice.
+``happy-end`` and ``error-end`` write the result store; ``asya results``, ``asya send
+--wait``, the review console and the gateway read it. The review actor parks envelopes
+in the review store and the console decides them there. SQLite beside the embedded
+transport for a local mesh; PostgreSQL for a cluster (``ASYA_STORE_URL=postgresql://…``).
+The result store keeps one row per envelope id, so a duplicate delivery (at-least-once)
+is counted, never stored twice. :func:`open_result_store` and :func:`open_review_store`
+are the one place that picks a store from its URL.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asya_agents.errors import ConfigError
 from asya_agents.stores.base import ResultRecord, ResultStore, Totals, is_postgres_url
 from asya_agents.stores.sqlite import SQLiteResultStore
 
-__all__ = ["ResultRecord", "ResultStore", "SQLiteResultStore", "Totals", "open_result_store"]
+if TYPE_CHECKING:
+    from asya_agents.stores.review_base import ReviewStore
+
+__all__ = ["ResultRecord", "ResultStore", "SQLiteResultStore", "Totals", "open_result_store",
+           "open_review_store"]
 
 
 def open_result_store(url: str | None, *, state_dir: Path) -> ResultStore:
@@ -31,4 +41,23 @@ def open_result_store(url: str | None, *, state_dir: Path) -> ResultStore:
         return PostgresResultStore(url)  # type: ignore[no-any-return,unused-ignore]
     if url.startswith("sqlite:///"):
         return SQLiteResultStore(Path(url.removeprefix("sqlite:///")))
+    raise ConfigError(f"unknown store URL {url!r} (postgresql://… or sqlite:///path)")
+
+
+def open_review_store(url: str | None, *, state_dir: Path,
+                      clock: Callable[[], float] = time.time) -> ReviewStore:
+    """SQLite in ``state_dir`` when ``url`` is unset; PostgreSQL for postgresql:// URLs."""
+    if not url:
+        from asya_agents.stores.review_sqlite import SQLiteReviewStore
+
+        return SQLiteReviewStore(state_dir / "review.db", clock=clock)
+    if is_postgres_url(url):
+        from asya_agents.stores.review_postgres import PostgresReviewStore
+
+        return PostgresReviewStore(url, clock=clock)
+    if url.startswith("sqlite:///"):
+        from asya_agents.stores.review_sqlite import SQLiteReviewStore
+
+        path = Path(url.removeprefix("sqlite:///"))
+        return SQLiteReviewStore(path.with_name(f"{path.stem}-review.db"), clock=clock)
     raise ConfigError(f"unknown store URL {url!r} (postgresql://… or sqlite:///path)")

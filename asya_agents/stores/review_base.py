@@ -28,7 +28,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from asya_agents.errors import StoreError
+from asya_agents.errors import ReviewItemNotFound
+from asya_agents.stores.sql import Database, Query
 
 __all__ = [
     "DECISIONS",
@@ -39,15 +40,12 @@ __all__ = [
     "ReviewItemNotFound",
     "ReviewStore",
     "SQLReviewStore",
+    "schema",
     "score_of",
 ]
 
 Decision = Literal["approve", "reject", "send_back", "edit"]
 DECISIONS: tuple[str, ...] = ("approve", "reject", "send_back", "edit")
-
-
-class ReviewItemNotFound(StoreError):
-    """No review item has this id."""
 
 
 @dataclass
@@ -132,22 +130,22 @@ def score_of(payload: Any) -> float | None:
     return float(score) if isinstance(score, int | float) else None
 
 
-Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 
 _COLS = ("id, mesh, actor, envelope, parked_at, deadline, status, decision, decided_by,"
          " decided_at, notes, round, score, edited, options, published")
 
 
 class SQLReviewStore:
-    """The review store's logic in portable SQL; subclasses provide :meth:`_tx`."""
+    """The review store's logic in portable SQL, on ``db`` (SQLite or PostgreSQL)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self._clock = clock
 
     def _tx(self) -> AbstractContextManager[Query]:
         """A transaction that holds a write lock from its start (SQLite: BEGIN
         IMMEDIATE); yields ``query(sql, params) -> rows``, with ``?`` placeholders."""
-        raise NotImplementedError
+        return self.db.tx()
 
     def _rowcount(self, query: Query, sql: str, params: tuple[Any, ...]) -> int:
         """Run an UPDATE ending in ``RETURNING id``; how many rows it changed."""
@@ -305,6 +303,7 @@ class SQLReviewStore:
 
     def close(self) -> None:
         """Release the connection."""
+        self.db.close()
 
 
 def _check_decision(decision: str, payload: Any) -> None:

@@ -11,15 +11,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asya_agents.errors import ConfigError
-from asya_agents.transports.base import Delivery, Outgoing, QueueStats, Transport
+from asya_agents.transports.base import (
+    Backend,
+    Delivery,
+    Outgoing,
+    QueueStats,
+    Transport,
+    TransportAdmin,
+)
 
 if TYPE_CHECKING:
     from asya_agents.settings import Settings
 
-__all__ = ["Delivery", "Outgoing", "QueueStats", "Transport", "open_transport"]
+__all__ = ["Backend", "Delivery", "Outgoing", "QueueStats", "Transport", "TransportAdmin",
+           "open_transport"]
 
 
-def open_transport(kind: str, *, settings: Settings, state_dir: Path, mesh: str) -> Transport:
+def open_transport(kind: str, *, settings: Settings, state_dir: Path, mesh: str) -> Backend:
     """Build the transport ``kind`` ("embedded", "rabbitmq", "sqs") for a mesh."""
     if kind == "embedded":
         from asya_agents.transports.embedded import EmbeddedTransport

@@ -1,6 +1,11 @@
 """The transport protocol: the handful of async methods every queue backend provides.
 
-The runtime, the supervisor and the CLI speak only this protocol. One module per
+It comes in two parts. :class:`Transport` is the data plane, all that a replica's
+runtime needs: send, receive (a lease), ack, nack, extend a lease, publish-and-ack.
+:class:`TransportAdmin` is the small admin protocol of whoever owns the queues (the
+supervisor, the command line, the operator, tests): declare them, read their counts,
+delete them. Every backend implements both (:class:`Backend`). The runtime, the
+supervisor, the CLI and the conformance suite speak only these protocols. One module per
 implementation (``embedded``, ``rabbitmq``, ``sqs``); none imports another, and each
 translates its library's errors into :mod:`asya_agents.errors` where they enter.
 
@@ -16,10 +21,10 @@ Semantics every implementation keeps (checked by ``tests/transports/``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Delivery", "Outgoing", "QueueStats", "Transport"]
+__all__ = ["Backend", "Delivery", "Outgoing", "QueueStats", "Transport", "TransportAdmin"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,6 @@ class Delivery:
     body: bytes
     token: Any
     delivery_count: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,11 @@ class QueueStats:
 
 @runtime_checkable
 class Transport(Protocol):
-    """What a queue backend must do. Queue names are actor names."""
+    """The data plane: what a replica does with the messages of its queue. Queue names
+    are actor names."""
 
     name: str
     max_message_bytes: int
-
-    async def ensure_queues(self, queues: list[str]) -> None: ...
 
     async def send(self, messages: list[Outgoing]) -> None: ...
 
@@ -79,6 +82,29 @@ class Transport(Protocol):
 
     async def extend(self, delivery: Delivery, *, visibility: float) -> None: ...
 
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class TransportAdmin(Protocol):
+    """The admin protocol: declare, count and delete a mesh's queues."""
+
+    async def ensure_queues(self, queues: list[str]) -> None:
+        """Declare ``queues`` (idempotent), with whatever each backend keeps beside a
+        work queue (dead-letter queues, delay classes)."""
+        ...
+
     async def stats(self, queue: str) -> QueueStats: ...
 
+    async def delete_queues(self, queues: list[str]) -> None:
+        """Delete ``queues`` and what the backend keeps beside them, messages included
+        (teardown, tests)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Transport, TransportAdmin, Protocol):
+    """A queue backend: both parts, what :func:`~asya_agents.transports.open_transport`
+    returns."""

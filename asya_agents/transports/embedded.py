@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from asya_agents.errors import MessageTooLarge, TransportError, TransportUnavailable
 from asya_agents.transports.base import Delivery, Outgoing, QueueStats
@@ -241,11 +241,14 @@ class EmbeddedTransport:
 
         return await self._run(do)
 
-    async def queues(self) -> list[str]:
-        def do(conn: sqlite3.Connection) -> list[str]:
-            return [r[0] for r in conn.execute("SELECT name FROM queues ORDER BY name")]
+    async def delete_queues(self, queues: list[str]) -> None:
+        def do(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM messages WHERE queue=?", [(q,) for q in queues])
+            conn.executemany("DELETE FROM queues WHERE name=?", [(q,) for q in queues])
+            conn.execute("COMMIT")
 
-        return await self._run(do)
+        await self._run(do)
 
     async def close(self) -> None:
         def do() -> None:
@@ -258,12 +261,3 @@ class EmbeddedTransport:
 
     def __repr__(self) -> str:
         return f"EmbeddedTransport({str(self.path)!r})"
-
-    # Used by tests and tooling that want the raw rows.
-    async def _dump(self) -> list[dict[str, Any]]:
-        def do(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            cur = conn.execute("SELECT id, queue, visible_at, leased, receives FROM messages")
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur]
-
-        return await self._run(do)

@@ -4,6 +4,7 @@ table, the report, the photos left for review; and the LLM judge when a key is s
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from asya_agents.cli import main
-from asya_agents.demo import prepare_mesh, run_demo
 from asya_agents.errors import ConfigError
 from asya_agents.fakes import FakeLLMProvider
 from asya_agents.review import open_review_store
 from asya_agents.settings import LLMSettings, Settings
 from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "mesh" / "food-image"))
+from food_demo import prepare_mesh, run_demo
 
 pytestmark = [pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]

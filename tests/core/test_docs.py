@@ -22,7 +22,7 @@ def blocks(page: str, lang: str) -> list[str]:
     return [body for kind, body in BLOCK.findall((DOCS / page).read_text()) if kind == lang]
 
 
-@pytest.mark.parametrize("page", ["envelope.md", "handlers.md"])
+@pytest.mark.parametrize("page", ["envelope.md", "handlers.md", "testing.md"])
 def test_python_examples_run(page: str) -> None:
     found = blocks(page, "python")
     assert found, f"{page} has Python examples"

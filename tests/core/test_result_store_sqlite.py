@@ -14,7 +14,7 @@ from asya_agents.stores.base import Totals
 
 def counted(store: SQLiteResultStore) -> Totals:
     """The totals the slow way, from the rows: what the kept totals must equal."""
-    rows = store._exec("SELECT status, COUNT(*), COALESCE(SUM(duplicates), 0) FROM results"
+    rows = store._rows("SELECT status, COUNT(*), COALESCE(SUM(duplicates), 0) FROM results"
                        " GROUP BY status")
     by = {status: (count, dups) for status, count, dups in rows}
     return Totals(by.get("succeeded", (0, 0))[0], by.get("failed", (0, 0))[0],

@@ -32,7 +32,7 @@ import pytest
 
 from asya_agents.stores import open_result_store
 from tests.conftest import ROOT, require_service
-from tests.transports.moto import moto_server
+from tests.moto import moto_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

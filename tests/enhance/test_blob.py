@@ -101,7 +101,7 @@ def test_s3_errors_name_the_url_and_say_what_is_missing(s3_settings: BlobSetting
 
 
 def test_unreachable_s3_is_a_blob_error_not_a_botocore_error() -> None:
-    from tests.enhance.conftest import free_port
+    from tests.moto import free_port
 
     settings = BlobSettings(endpoint_url=f"http://127.0.0.1:{free_port()}",
                             access_key_id="a", secret_access_key="b")

@@ -18,8 +18,7 @@ from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
 from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.observe.spans import HopTracer
 from asya_agents.replica import build_runtime
-from asya_agents.resiliency.decide import Decision, FailurePolicy
-from asya_agents.runtime import Observer
+from asya_agents.seams import Decision, FailurePolicy, Observer
 from asya_agents.settings import Settings, StoreSettings
 from asya_agents.stores import SQLiteResultStore
 from asya_agents.transports import Outgoing

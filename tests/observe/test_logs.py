@@ -12,8 +12,8 @@ import pytest
 from asya_agents.envelope import Envelope
 from asya_agents.errors import ConfigError
 from asya_agents.observe.logs import LogObserver, configure_logging
-from asya_agents.observe.tracecontext import trace_id_of
-from asya_agents.resiliency.decide import Decision
+from asya_agents.seams import Decision
+from asya_agents.tracecontext import trace_id_of
 
 
 class _Terminal(io.StringIO):

@@ -12,8 +12,8 @@ from pathlib import Path
 from asya_agents.envelope import Envelope, Hop
 from asya_agents.observe.metrics import MetricsObserver, queue_wait, serve_metrics
 from asya_agents.observe.wiring import Observers
-from asya_agents.resiliency.decide import Decision
-from asya_agents.runtime import Admission, Runtime, RuntimeConfig
+from asya_agents.runtime import Runtime, RuntimeConfig
+from asya_agents.seams import Admission, Decision
 from asya_agents.transports.embedded import EmbeddedTransport
 from tests.observe.harness import Recorder, RetryOnce, running
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from asya_agents.envelope import Envelope
 from asya_agents.observe.metrics import MetricsObserver, SupervisorCollector
-from asya_agents.resiliency.decide import Decision
 from asya_agents.runtime import Runtime, RuntimeConfig
+from asya_agents.seams import Decision
 from asya_agents.transports.embedded import EmbeddedTransport
 from tests.conftest import ROOT
 

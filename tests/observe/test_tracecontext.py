@@ -13,7 +13,7 @@ import pytest
 
 from asya_agents.envelope import Envelope
 from asya_agents.observe.spans import HopTracer
-from asya_agents.observe.tracecontext import (
+from asya_agents.tracecontext import (
     TRACEPARENT,
     TraceContext,
     ensure_traceparent,

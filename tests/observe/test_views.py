@@ -11,6 +11,7 @@ from asya_agents.envelope import Envelope, Hop
 from asya_agents.observe.paths import describe_path, hop_timings, render_paths
 from asya_agents.observe.scrape import Rates, Samples, parse_metrics, total
 from asya_agents.observe.watch import Watcher, render
+from asya_agents.status import snapshot
 from asya_agents.stores import SQLiteResultStore
 from asya_agents.transports import Outgoing
 from asya_agents.transports.embedded import EmbeddedTransport
@@ -94,8 +95,10 @@ async def test_watcher_rates_come_from_successive_scrapes(tmp_path: Path) -> Non
         None,  # the third scrape times out
     ]
     now = [100.0]
-    watcher = Watcher("m", "embedded", ["judge"], transport, store,
-                      lambda: {"actors": {"judge": {"replicas": 1, "metrics": [url]}}},
+    supervisor = {"actors": {"judge": {"replicas": 1, "metrics": [url]}}}
+    watcher = Watcher(lambda: snapshot(mesh="m", transport_kind="embedded", actors=["judge"],
+                                       transport=transport, store=store,
+                                       supervisor=supervisor),
                       clock=lambda: now[0], scrape=lambda _: pages.pop(0))
     try:
         # When it reports three times, 2 s apart

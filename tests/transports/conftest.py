@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ import pytest
 from asya_agents.transports.base import Transport
 from asya_agents.transports.embedded import EmbeddedTransport
 from tests.conftest import FakeClock, require_service
-from tests.transports.moto import moto_server
 
 RUN_PREFIX = f"t{uuid.uuid4().hex[:8]}"
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -53,13 +52,6 @@ class Harness:
         test's next receive waits for them instead (with ``patience``)."""
         if self.clock is not None:
             self.clock.now += seconds
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """A moto server (the real SQS HTTP protocol) on a free local port."""
-    with moto_server() as url:
-        yield url
 
 
 def _sqs_opener(url: str, mesh: str) -> Callable[..., Awaitable[Any]]:

@@ -1,7 +1,7 @@
 """The RabbitMQ transport's frame codec and reader, on bytes (no broker needed).
 
 Frames are built and read back with ``pamqp`` (the codec aiormq uses), an independent
-implementation: what :mod:`asya_agents.transports.amqp_wire` writes must decode there,
+implementation: what :mod:`asya_agents.transports.rabbitmq.frames` writes must decode there,
 and what the broker would send (encoded there) must decode here. The reader is fed
 bytes the way a socket delivers them, split at arbitrary points, and what it passes on
 to aiormq must be exactly the frames it did not take, in order.
@@ -18,15 +18,15 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
-from asya_agents.transports import amqp_wire
-from asya_agents.transports.amqp_wire import (
-    Confirms,
-    FrameReader,
+from asya_agents.transports.rabbitmq import reader as amqp_wire
+from asya_agents.transports.rabbitmq.confirms import Confirms
+from asya_agents.transports.rabbitmq.frames import (
     Incoming,
     ack_frames,
     nack_frame,
     publish_frames,
 )
+from asya_agents.transports.rabbitmq.reader import FrameReader
 
 
 def frames_of(data: bytes) -> list[tuple[int, Any]]:

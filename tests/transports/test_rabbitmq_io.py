@@ -44,7 +44,7 @@ async def server() -> AsyncIterator[tuple[int, asyncio.Queue[bytes]]]:
 async def _writer(port: int) -> tuple[Any, list[bytes]]:
     from yarl import URL
 
-    from asya_agents.transports.rabbitmq import _CoalescingTCP
+    from asya_agents.transports.rabbitmq.internals import _CoalescingTCP
 
     _, writer = await _CoalescingTCP().create(URL(f"amqp://127.0.0.1:{port}/"))
     sent: list[bytes] = []

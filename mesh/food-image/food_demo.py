@@ -8,10 +8,12 @@ which the demo makes degraded variants (dark, cold cast, flat, blurred) so that 
 enhancer has work to do and the judge has something to reject; ``--photos DIR`` uses
 your own instead.
 
-It runs the real ``mesh/food-image`` folder through :class:`~asya_agents.testing.LocalMesh`
+It runs the real ``mesh/food-image`` folder (where this module lives: the demo knows the
+flagship's actors, the library does not) through :class:`~asya_agents.testing.LocalMesh`
 (the same runtime code as ``asya up``), with two overrides: the upload goes to the
 demo's output folder, and the judge's backend is chosen from the settings. The handlers
 are loaded by path, as a replica loads them; nothing here imports ``actors``.
+``asya demo`` loads this file by its path and calls :func:`run_demo`.
 
 Outputs, all under ``--out``: the photos before and after, ``accepted/`` (what upload
 stored), ``report.html`` and ``contact-sheet.png`` (before/after with the verdicts), and
@@ -56,8 +58,8 @@ class DemoRow:
 
 
 def default_mesh() -> Path:
-    """``mesh/food-image`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parents[1] / "mesh" / "food-image"
+    """``mesh/food-image``: the folder this module lives in."""
+    return Path(__file__).resolve().parent
 
 
 # -- photographs ---------------------------------------------------------------------------

@@ -1,0 +1,212 @@
+"""The commands that run and use a mesh: ``up``, ``send``, ``status``, ``results``,
+``replay``. Each parses its flags, calls the library, and prints; ``--json`` output is
+for scripts and stays stable (DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from asya_agents.cli.app import main, mesh_options, open_mesh, run
+from asya_agents.context import MeshContext
+from asya_agents.envelope import Envelope
+from asya_agents.errors import UnknownActorError
+from asya_agents.stores import ResultStore
+
+__all__ = ["results", "send", "status", "up"]
+
+
+@main.command()
+@mesh_options
+def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
+    """Run MESH on this machine until SIGINT/SIGTERM.
+
+    Each actor runs in its own processes, scaled 0..N from its queue depth with KEDA's
+    semantics (the manifest's spec.scaling). Stopping drains in-flight work first.
+    """
+    from asya_agents.observe.logs import configure_logging
+    from asya_agents.supervisor import run_supervisor
+
+    ctx = open_mesh(mesh, transport, state_dir)
+    configure_logging(actor="supervisor", fmt=ctx.settings.mesh.log_format,
+                      level=ctx.settings.mesh.log_level)
+    click.echo(f"mesh {ctx.name} on {ctx.kind} (state: {ctx.state_dir}); Ctrl-C stops")
+    run(run_supervisor(ctx))
+
+
+def _parse_payload(_: click.Context, __: click.Parameter, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+
+
+@main.command()
+@mesh_options
+@click.option("--payload", required=True, callback=_parse_payload, help="JSON payload")
+@click.option("--route", default=None, help="Comma-separated actors [mesh.yaml's route]")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--wait", is_flag=True, help="Show progress until every envelope has ended")
+@click.option("--timeout", default=None, type=float, help="Give up waiting after SECONDS")
+def send(mesh: Path, transport: str | None, state_dir: Path | None, payload: Any,
+         route: str | None, count: int, wait: bool, timeout: float | None) -> None:
+    """Enqueue COUNT envelopes with PAYLOAD at the head of the route."""
+    ctx = open_mesh(mesh, transport, state_dir)
+    try:
+        actors = ctx.route([a.strip() for a in route.split(",")] if route else None)
+    except UnknownActorError as exc:
+        raise click.BadParameter(str(exc), param_hint="--route") from exc
+    envelopes = [Envelope.create(payload, actors) for _ in range(count)]
+
+    async def push() -> None:
+        async with ctx.connected() as tr:
+            await ctx.send(tr, envelopes)
+
+    run(push())
+    ids = [e.id for e in envelopes]
+    click.echo(f"sent {count} envelope(s) to {actors[0]}: {', '.join(ids[:5])}"
+               + (" …" if count > 5 else ""))
+    if wait:
+        sys.exit(1 if _wait(ctx.results(), ids, timeout) else 0)
+
+
+def _wait(store: ResultStore, ids: list[str], timeout: float | None) -> int:
+    """Show progress until every root in ``ids`` has ended; the number that failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), transient=False) as bar:
+        task = bar.add_task("ended", total=len(ids))
+        while (done := _ended(store, ids)) < len(ids):
+            bar.update(task, completed=done)
+            if deadline is not None and time.monotonic() > deadline:
+                click.secho(f"timed out: {len(ids) - done} envelope(s) still running",
+                            fg="yellow", err=True)
+                sys.exit(3)
+            time.sleep(0.2)
+        bar.update(task, completed=done)
+    counts = {"succeeded": 0, "failed": 0, "paused": 0}
+    wanted = set(ids)
+    for rec in store.results():
+        if rec.root_id in wanted:
+            counts[rec.status] = counts.get(rec.status, 0) + 1
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return counts["failed"]
+
+
+def _ended(store: ResultStore, ids: list[str]) -> int:
+    return sum(1 for w in store.ended_weight(ids).values() if w >= 1 - 1e-9)
+
+
+@main.command()
+@mesh_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+@click.option("--watch", is_flag=True,
+              help="Live view refreshing in place, with throughput and errors per actor")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between refreshes of --watch")
+@click.option("--count", default=None, type=click.IntRange(min=1),
+              help="Stop --watch after N refreshes [never]")
+def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: bool,
+           watch: bool, interval: float, count: int | None) -> None:
+    """Per actor: queue depth, in flight, replicas; totals of ended envelopes.
+
+    With --watch: a live view (one JSON line per refresh with --json) that adds the
+    throughput and errors per second of each actor, read from its replicas' /metrics.
+    """
+    ctx = open_mesh(mesh, transport, state_dir)
+    if watch:
+        _watch_status(ctx, interval=interval, count=count, as_json=as_json)
+        return
+
+    async def read() -> dict[str, Any]:
+        async with ctx.connected() as tr:
+            return await ctx.status(tr)
+
+    report = run(read())
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+
+    from asya_agents.observe.watch import status_table
+
+    Console().print(status_table(report))
+
+
+def _watch_status(ctx: MeshContext, *, interval: float, count: int | None,
+                  as_json: bool) -> None:
+    from asya_agents.observe.watch import Watcher, watch
+
+    async def go() -> None:
+        async with ctx.connected() as tr:
+            watcher = Watcher(lambda: ctx.status(tr))
+            await watch(watcher, interval=interval, count=count, as_json=as_json,
+                        echo=click.echo)
+
+    try:
+        run(go())
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@mesh_options
+@click.option("--status", "status_", type=click.Choice(["succeeded", "failed", "paused"]),
+              default=None, help="Only envelopes that ended so")
+@click.option("--limit", type=int, default=None, help="At most N records")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+@click.option("--id", "envelope_id", default=None,
+              help="Show this envelope's path (or every piece of this root) hop by hop")
+def results(mesh: Path, transport: str | None, state_dir: Path | None, status_: str | None,
+            limit: int | None, as_json: bool, envelope_id: str | None) -> None:
+    """Ended envelopes with their payloads and, for failures, the reason.
+
+    With --id: the full path of that envelope (or of every fan-out piece of that root)
+    through the mesh, with the queue wait and handler time of each hop.
+    """
+    from rich.console import Console
+
+    from asya_agents.observe.paths import paths_of, render_paths, results_table
+
+    store = open_mesh(mesh, transport, state_dir).results()
+    if envelope_id is not None:
+        paths = paths_of(store, envelope_id, status=status_, limit=limit)
+        if not paths:
+            raise click.BadParameter(f"no ended envelope {envelope_id!r}", param_hint="--id")
+        if as_json:
+            click.echo(json.dumps(paths, indent=2))
+        else:
+            Console().print(render_paths(paths))
+        return
+    records = store.results(status=status_, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
+    else:
+        Console().print(results_table(records))
+
+
+@main.command()
+@mesh_options
+@click.argument("envelope_id")
+def replay(mesh: Path, transport: str | None, state_dir: Path | None, envelope_id: str) -> None:
+    """Send a failed envelope back to the actor where it failed, as a first attempt."""
+    from asya_agents.crew import replay_failed
+
+    ctx = open_mesh(mesh, transport, state_dir)
+    rec = ctx.results().get(envelope_id)
+    if rec is None or rec.status != "failed":
+        raise click.BadParameter(f"no failed envelope {envelope_id!r}", param_hint="ENVELOPE_ID")
+
+    async def push() -> Envelope:
+        async with ctx.connected() as tr:
+            return await replay_failed(ctx.results(), tr, envelope_id)
+
+    envelope = run(push())
+    click.echo(f"replayed {envelope_id} to {envelope.route.curr}")

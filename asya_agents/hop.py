@@ -1,0 +1,184 @@
+"""What one hop produces: the envelopes a handler's result, a failure or a poison message
+turn into, as pure functions of the input, ready to publish.
+
+The runtime's loop (:mod:`asya_agents.runtime`) leases, calls and acks; deciding *what*
+to publish is kept here, apart from the I/O, so that the routing rules of DESIGN.md read
+in one place and are tested without a queue:
+
+- a single result moves the envelope one hop on (``curr`` joins ``prev``, the head of
+  ``next`` becomes ``curr``; ``happy-end`` when nothing is left), with the handler's
+  payload;
+- a list fans out: children ``<id>.<i>`` with an equal share of the weight; an empty
+  list ends the envelope;
+- in envelope mode the handler's envelopes may rewrite ``next`` (and ``payload``,
+  ``headers``), never ``prev``, ``curr`` or the id;
+- a failure carries ``meta.error`` and goes where the failure policy decided: the same
+  actor later (a retry), ``error-end``, or another actor that stands in for the hop;
+- a message that is not an envelope becomes one, at ``error-end``, with the reason.
+
+Every outgoing envelope names an actor of the mesh and fits the size limit, or the hop
+fails with :class:`~asya_agents.errors.UnknownActorError` or
+:class:`~asya_agents.errors.MessageTooLarge`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from asya_agents.envelope import ERROR_END, Envelope, ErrorInfo, Hop, Route
+from asya_agents.errors import EnvelopeError, MessageTooLarge, UnknownActorError
+from asya_agents.handlers import Result
+from asya_agents.seams import Decision
+from asya_agents.tracecontext import TRACEPARENT
+from asya_agents.transports.base import Outgoing
+
+__all__ = ["Router", "error_info"]
+
+
+@dataclass(frozen=True)
+class Router:
+    """The routing rules of one actor: its name, the mesh's actors, its handler mode and
+    the largest envelope it may publish."""
+
+    actor: str
+    actors: frozenset[str]
+    mode: str = "payload"
+    max_bytes: int = 256 * 1024
+
+    # -- success ------------------------------------------------------------------------
+
+    def route(self, envelope: Envelope, result: Result, *, hop: Hop,
+              traceparent: str) -> list[Outgoing]:
+        """The messages a successful hop publishes."""
+        if self.mode == "envelope":
+            children = self._from_envelopes(envelope, result)
+        elif not result.fanned:
+            # The common case: one copy, moved on, with the handler's payload.
+            item = result.items[0]
+            moved = envelope.advanced(
+                hop=hop, headers={**envelope.headers, TRACEPARENT: traceparent},
+                payload=envelope.payload if item is None else item)
+            return [self.outgoing(moved)]
+        else:
+            children = envelope.fan_out(result.items)
+        if result.fanned and not result.items:
+            # An empty fan-out ends the envelope: it reaches happy-end with no children.
+            children = [envelope.model_copy(update={"payload": [],
+                                                    "route": _ended(envelope.route)})]
+        return [self.outgoing(child.advanced(
+                    hop=hop, headers={**child.headers, TRACEPARENT: traceparent}))
+                for child in children]
+
+    def outgoing(self, moved: Envelope) -> Outgoing:
+        """``moved`` encoded for its ``curr``, checked against the mesh and the limit."""
+        if moved.route.curr not in self.actors:
+            raise UnknownActorError(
+                f"route names unknown actor {moved.route.curr!r} "
+                f"(mesh has: {', '.join(sorted(self.actors))})"
+            )
+        body = moved.encode()
+        if len(body) > self.max_bytes:
+            raise MessageTooLarge(
+                f"envelope {moved.id} is {len(body)} bytes, over {self.max_bytes}; "
+                "pass large data by URL (file://, s3://)"
+            )
+        return Outgoing(moved.route.curr, body)
+
+    def _from_envelopes(self, original: Envelope, result: Result) -> list[Envelope]:
+        """Envelope mode: take ``next``, ``payload`` and ``headers`` from what the handler
+        returned, after checking it left the history alone."""
+        share = Fraction(original.meta.weight) / max(len(result.items), 1)
+        return [self._returned(original, item, index if result.fanned else None, share)
+                for index, item in enumerate(result.items)]
+
+    def _returned(self, original: Envelope, item: Any, index: int | None,
+                  share: Fraction) -> Envelope:
+        if not isinstance(item, dict):
+            raise EnvelopeError(
+                f"an envelope-mode handler returns envelope dicts, got {type(item).__name__}"
+            )
+        returned = Envelope.from_dict({**item, "meta": original.meta.model_dump()})
+        returned.check_history(original)
+        env_id, meta = original.id, original.meta.model_copy()
+        if index is not None:
+            env_id = f"{original.id}.{index}"
+            meta = meta.model_copy(update={"parent_id": original.id,
+                                           "root_id": original.root_id, "weight": str(share)})
+        route = Route(prev=original.route.prev, curr=original.route.curr,
+                      next=returned.route.next)
+        return original.model_copy(update={
+            "id": env_id, "route": route, "payload": returned.payload,
+            "headers": returned.headers, "meta": meta,
+        })
+
+    # -- failure ------------------------------------------------------------------------
+
+    def failure(self, envelope: Envelope, exc: BaseException, decision: Decision, *,
+                hop: Hop, traceparent: str) -> Outgoing:
+        """The message a failed hop publishes: a retry of this actor (``attempt + 1``,
+        delayed), or the envelope with ``meta.error`` at ``decision.target``."""
+        meta = envelope.meta.model_copy(update={
+            "error": error_info(exc, actor=self.actor, attempt=envelope.meta.attempt,
+                                reason=decision.reason),
+            "hops": [*envelope.meta.hops, hop]})
+        if decision.action == "retry":
+            meta.attempt += 1
+            target, delay = self.actor, decision.delay
+        else:
+            target, delay = decision.target, 0.0
+        failed = envelope.model_copy(update={
+            "meta": meta, "headers": {**envelope.headers, TRACEPARENT: traceparent}})
+        if target not in (ERROR_END, self.actor):
+            failed = _handed_over(failed, target)
+        body = failed.encode()
+        if len(body) > self.max_bytes and target != ERROR_END:
+            target, delay = ERROR_END, 0.0
+        return Outgoing(target, body, delay)
+
+    def poison(self, queue: str, body: bytes) -> Outgoing:
+        """A message that is not an envelope, recorded at ``error-end`` with the reason
+        (under an id derived from its bytes, so a redelivered copy is recorded once)."""
+        try:
+            Envelope.decode(body, max_bytes=self.max_bytes)
+            reason = "unreadable"
+        except EnvelopeError as exc:
+            reason = str(exc)
+        digest = hashlib.sha1(queue.encode() + body).hexdigest()[:12]
+        poison = Envelope(
+            id=f"poison-{digest}", route=Route(curr=self.actor),
+            payload={"raw": body[:4096].decode("utf-8", errors="replace"),
+                     "bytes": len(body)})
+        poison.meta.root_id = poison.id
+        poison.meta.error = ErrorInfo(type="asya_agents.errors.EnvelopeError", message=reason,
+                                      actor=self.actor, reason="invalid-envelope")
+        return Outgoing(ERROR_END, poison.encode())
+
+
+def error_info(exc: BaseException, *, actor: str, attempt: int, reason: str) -> ErrorInfo:
+    """``meta.error`` for ``exc``: its class with module, message and traceback (capped)."""
+    return ErrorInfo(
+        type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc)[:4000],
+        traceback="".join(traceback.format_exception(exc))[-8000:],
+        actor=actor, attempt=attempt, reason=reason,
+    )
+
+
+def _ended(route: Route) -> Route:
+    return Route(prev=route.prev, curr=route.curr, next=[])
+
+
+def _handed_over(envelope: Envelope, target: str) -> Envelope:
+    """A failed envelope sent to another actor (``onExhausted: review``): that actor
+    stands in for the failed hop, so it becomes ``curr`` and the rest of the route is
+    kept; ``meta.error`` still says what failed."""
+    route = envelope.route
+    meta = envelope.meta.model_copy(update={"attempt": 1})
+    return envelope.model_copy(update={
+        "route": Route(prev=[*route.prev, route.curr], curr=target, next=list(route.next)),
+        "meta": meta,
+    })
