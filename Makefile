@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance bench-llm clean k8s-generate
+.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance bench-llm bench-spike clean k8s-generate
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
 # constraints.txt pins what a fresh resolve would otherwise backtrack on.
@@ -41,6 +41,11 @@ bench-enhance:
 # the local fake provider (about 5 minutes).
 bench-llm:
 	$(PY) bench/bench_llm_resilience.py $(ARGS)
+
+# A REST chain and the mesh under the same 10x spike, with plots (needs RabbitMQ on
+# :5672; ARGS=--quick for a one-minute run, ARGS='--out docs/img' for docs/why.md's).
+bench-spike:
+	$(PY) bench/bench_spike.py $(ARGS)
 
 # Generated Kubernetes files (tests fail while they differ): after changing the manifest
 # models or a mesh that deploy/overlays renders.

@@ -7,11 +7,19 @@ bucket (``s3://bucket/key``). Keeping them in one small module means ``enhance``
 ``upload`` and ``asya demo`` agree on what a URL means and on how failures read::
 
     from asya_agents import blob
+    from asya_agents.storage import StoragePolicy
 
-    data = blob.read_bytes("s3://photos/cat.jpg")
+    policy = StoragePolicy(roots=(Path("/srv"),), buckets=frozenset({"photos"}))
+    data = blob.read_bytes("s3://photos/cat.jpg", policy=policy)
     out = blob.sibling_url("s3://photos/cat.jpg", ".enhanced.png")  # s3://photos/cat.enhanced.png
-    blob.write_bytes(out, png_bytes)
-    blob.copy(out, "file:///srv/accepted/cat.png")
+    blob.write_bytes(out, png_bytes, policy=policy)
+    blob.copy(out, "file:///srv/accepted/cat.png", policy=policy)
+
+A URL in a payload is untrusted input, so every operation goes through a
+:class:`~asya_agents.storage.StoragePolicy`: the local folders and the buckets it may
+touch, and the most bytes one read returns. With no policy given, the ``ASYA_BLOB_*``
+settings alone make it, and with none of them set nothing at all is allowed; a mesh's
+actors get theirs from the mesh (see ``storage.py``).
 
 S3 goes through botocore (installed with the ``sqs`` extra); the endpoint, region and
 credentials come from :class:`~asya_agents.settings.BlobSettings` (``ASYA_S3_*``), so the
@@ -19,21 +27,20 @@ same code talks to AWS, MinIO or moto. A :class:`BlobStore` keeps one S3 client;
 module-level functions build a store per call, which is fine for a handful of calls and
 is what a long-lived actor should avoid by holding its own store.
 
-Every failure is a :class:`~asya_agents.errors.BlobError` that names the URL.
+Every failure is a :class:`~asya_agents.errors.BlobError` that names the URL; a URL the
+policy does not allow is its subclass :class:`~asya_agents.errors.BlobRefused`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
-from asya_agents.errors import BlobError, BlobNotFound
+from asya_agents.errors import BlobError, BlobNotFound, ConfigError
 from asya_agents.settings import BlobSettings
+from asya_agents.storage import Location, StoragePolicy, parse_url
 
 __all__ = [
     "S3_HINT",
@@ -49,35 +56,6 @@ __all__ = [
 ]
 
 S3_HINT = "s3:// URLs need botocore: pip install 'asya-agents[sqs]'"
-
-
-@dataclass(frozen=True)
-class Location:
-    """A parsed URL: ``scheme`` is ``file`` or ``s3``; ``path`` is the local path (file)
-    or the key (s3); ``bucket`` is set for s3 only."""
-
-    scheme: str
-    path: str
-    bucket: str = ""
-
-
-def parse_url(url: str) -> Location:
-    """Split ``url`` into a :class:`Location`; a plain path is a local file."""
-    if not url:
-        raise BlobError("empty URL", url=url)
-    parts = urlsplit(url)
-    if parts.scheme == "s3":
-        key = parts.path.lstrip("/")
-        if not parts.netloc or not key:
-            raise BlobError("an s3 URL needs a bucket and a key: s3://bucket/key", url=url)
-        return Location("s3", key, parts.netloc)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise BlobError(f"file URL on another host {parts.netloc!r}", url=url)
-        return Location("file", unquote(parts.path))
-    if parts.scheme and len(parts.scheme) > 1:  # one letter: a Windows drive, a path
-        raise BlobError(f"unsupported scheme {parts.scheme!r} (use file:// or s3://)", url=url)
-    return Location("file", url)
 
 
 def sibling_url(url: str, suffix: str) -> str:
@@ -125,58 +103,75 @@ def _with_path(url: str, loc: Location, path: str) -> str:
 
 
 class BlobStore:
-    """Reads and writes by URL; holds one S3 client, created on first use."""
+    """Reads and writes by URL within ``policy``; holds one S3 client, made on first use.
 
-    def __init__(self, settings: BlobSettings | None = None) -> None:
+    ``policy`` unset: :meth:`StoragePolicy.from_settings` of ``settings`` (the
+    ``ASYA_BLOB_*`` variables), which allows nothing when they are unset."""
+
+    def __init__(self, settings: BlobSettings | None = None, *,
+                 policy: StoragePolicy | None = None) -> None:
+        if policy is not None and not isinstance(policy, StoragePolicy):
+            raise ConfigError(
+                f"a BlobStore's policy is a StoragePolicy, not {type(policy).__name__} "
+                "(a handler's storage comes from spec.storage, not spec.config)")
         self.settings = settings or BlobSettings()
+        self.policy = policy if policy is not None else StoragePolicy.from_settings(
+            self.settings)
         self._s3: Any = None
         self._lock = threading.Lock()  # actors call from several worker threads
 
     # -- public operations --------------------------------------------------------------
 
+    def check(self, url: str) -> Location:
+        """``url`` parsed; :class:`~asya_agents.errors.BlobRefused` unless the policy
+        allows it. Nothing is read or written."""
+        return self.policy.check(url)
+
+    def check_folder(self, url: str) -> None:
+        """Refuse (:class:`~asya_agents.errors.BlobRefused`) a folder or prefix that no
+        file inside could be written to: what an actor checks of its output at start."""
+        self.policy.check(join_url(url, "file"))
+
     def read_bytes(self, url: str) -> bytes:
-        loc = parse_url(url)
-        if loc.scheme == "s3":
-            reply = self._s3_call(url, "get_object", Bucket=loc.bucket, Key=loc.path)
-            body: bytes = reply["Body"].read()
-            return body
+        """The bytes at ``url``, at most ``policy.max_bytes`` of them."""
+        loc = self.policy.check(url)
+        if loc.scheme == "file":
+            return self.policy.read_local(url, loc.path)
+        reply = self._s3_call(url, "get_object", Bucket=loc.bucket, Key=loc.path)
+        body = reply["Body"]
         try:
-            return Path(loc.path).read_bytes()
-        except FileNotFoundError as exc:
-            raise BlobNotFound("no such file", url=url) from exc
-        except OSError as exc:
-            raise BlobError(f"cannot read: {exc}", url=url) from exc
+            if int(reply.get("ContentLength") or 0) > self.policy.max_bytes:
+                raise self.policy.too_large(url)
+            data: bytes = body.read(self.policy.max_bytes + 1)
+        finally:
+            body.close()
+        if len(data) > self.policy.max_bytes:
+            raise self.policy.too_large(url)
+        return data
 
     def write_bytes(self, url: str, data: bytes) -> None:
         """Write ``data``; local writes are atomic (a temp file renamed into place)."""
-        loc = parse_url(url)
-        if loc.scheme == "s3":
-            self._s3_call(url, "put_object", Bucket=loc.bucket, Key=loc.path, Body=data)
+        loc = self.policy.check(url)
+        if loc.scheme == "file":
+            self.policy.write_local(url, loc.path, data)
             return
-        try:
-            _atomic_write(Path(loc.path), data)
-        except OSError as exc:
-            raise BlobError(f"cannot write: {exc}", url=url) from exc
+        self._s3_call(url, "put_object", Bucket=loc.bucket, Key=loc.path, Body=data)
 
     def copy(self, src_url: str, dst_url: str) -> None:
         """Copy ``src_url`` to ``dst_url``, server-side when both are in S3."""
-        src, dst = parse_url(src_url), parse_url(dst_url)
+        src, dst = self.policy.check(src_url), self.policy.check(dst_url)
         if src.scheme == dst.scheme == "s3":
             source = {"Bucket": src.bucket, "Key": src.path}
             self._s3_call(src_url, "copy_object", Bucket=dst.bucket, Key=dst.path,
                           CopySource=source, dst_url=dst_url)
             return
-        if src.scheme == dst.scheme == "file":
-            if not Path(src.path).is_file():
-                raise BlobNotFound("no such file", url=src_url)
-            self.write_bytes(dst_url, Path(src.path).read_bytes())
-            return
         self.write_bytes(dst_url, self.read_bytes(src_url))
 
     def exists(self, url: str) -> bool:
-        loc = parse_url(url)
+        """Whether a regular file or an object is at ``url`` (refused if not allowed)."""
+        loc = self.policy.check(url)
         if loc.scheme == "file":
-            return Path(loc.path).is_file()
+            return self.policy.is_file(url, loc.path)
         try:
             self._s3_call(url, "head_object", Bucket=loc.bucket, Key=loc.path)
         except BlobNotFound:
@@ -239,52 +234,44 @@ def _translate(exc: Exception, url: str, op: str, dst_url: str | None) -> BlobEr
     return BlobError(f"S3 {op}{where} failed: {detail}", url=url)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # -- one-shot helpers ------------------------------------------------------------------
 
 
-def read_bytes(url: str, *, settings: BlobSettings | None = None) -> bytes:
-    """The bytes at ``url``; :class:`BlobError` naming the URL if absent or unreadable."""
-    store = BlobStore(settings)
+def read_bytes(url: str, *, settings: BlobSettings | None = None,
+               policy: StoragePolicy | None = None) -> bytes:
+    """The bytes at ``url``; :class:`BlobError` naming the URL if absent, unreadable or
+    refused by ``policy``."""
+    store = BlobStore(settings, policy=policy)
     try:
         return store.read_bytes(url)
     finally:
         store.close()
 
 
-def write_bytes(url: str, data: bytes, *, settings: BlobSettings | None = None) -> None:
+def write_bytes(url: str, data: bytes, *, settings: BlobSettings | None = None,
+                policy: StoragePolicy | None = None) -> None:
     """Write ``data`` at ``url``, creating local parent folders."""
-    store = BlobStore(settings)
+    store = BlobStore(settings, policy=policy)
     try:
         store.write_bytes(url, data)
     finally:
         store.close()
 
 
-def copy(src_url: str, dst_url: str, *, settings: BlobSettings | None = None) -> None:
+def copy(src_url: str, dst_url: str, *, settings: BlobSettings | None = None,
+         policy: StoragePolicy | None = None) -> None:
     """Copy between any two supported URLs."""
-    store = BlobStore(settings)
+    store = BlobStore(settings, policy=policy)
     try:
         store.copy(src_url, dst_url)
     finally:
         store.close()
 
 
-def exists(url: str, *, settings: BlobSettings | None = None) -> bool:
-    store = BlobStore(settings)
+def exists(url: str, *, settings: BlobSettings | None = None,
+           policy: StoragePolicy | None = None) -> bool:
+    store = BlobStore(settings, policy=policy)
     try:
         return store.exists(url)
     finally:
         store.close()
-

@@ -26,6 +26,7 @@ from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
 from asya_agents.errors import UnknownActorError
 from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.settings import Settings
+from asya_agents.storage import StoragePolicy
 from asya_agents.stores import ResultStore, open_result_store, open_review_store
 from asya_agents.stores.review_base import ReviewStore
 from asya_agents.transports import Backend, Outgoing, open_transport
@@ -84,6 +85,11 @@ class MeshContext:
                 f"(mesh {self.name} has: {', '.join(sorted(self.loaded.actors))})")
         return route
 
+    def storage(self) -> StoragePolicy:
+        """What URLs the mesh as a whole may read (the console's images): its ``data/``
+        and state folders, ``mesh.yaml``'s ``spec.storage`` and ``ASYA_BLOB_*``."""
+        return self.loaded.storage_policy(None, self.settings.s3, self.state_dir)
+
     # -- connections ----------------------------------------------------------------------
 
     def transport(self) -> Backend:
@@ -101,10 +107,12 @@ class MeshContext:
             await transport.close()
 
     def results(self) -> ResultStore:
-        """The result store (opened once, closed by :meth:`close`)."""
+        """The result store, reading this mesh's records only (opened once, closed by
+        :meth:`close`)."""
         with self._lock:
             if self._results is None:
-                self._results = open_result_store(self.store_url, state_dir=self.state_dir)
+                self._results = open_result_store(self.store_url, state_dir=self.state_dir,
+                                                  mesh=self.name)
             return self._results
 
     def reviews(self) -> ReviewStore:
@@ -131,7 +139,8 @@ class MeshContext:
         """The ``asya status --json`` object (see :func:`asya_agents.status.snapshot`)."""
         return await status.snapshot(mesh=self.name, transport_kind=self.kind,
                                      actors=self.actors, transport=transport,
-                                     store=self.results(), supervisor=self.supervisor())
+                                     store=self.results(), supervisor=self.supervisor(),
+                                     state_dir=self.state_dir)
 
     async def send(self, transport: Backend, envelopes: list[Envelope]) -> None:
         """Declare the mesh's queues and enqueue ``envelopes`` (durably, when this

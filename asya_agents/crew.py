@@ -6,6 +6,16 @@ attempts and the full envelope, so that ``asya results`` explains them and ``asy
 can send one back. They run on the same runtime as any actor, with a terminal handler
 instead of a user's one.
 
+``error-end`` also sweeps the brokers' dead-letter queues (:class:`DeadLetterSweep`).
+A broker's own delivery counter (RabbitMQ's quorum ``x-delivery-limit``, SQS's redrive
+``maxReceiveCount``) stays a backstop above the actors' ``maxDeliveries``: whatever it
+still moves to an actor's ``PREFIX-MESH-ACTOR-dlq`` (a replica that died before it could
+read the message, an actor whose limit was raised above the broker's) would wait there
+unseen. The sweep is in error-end's replica because that is where failures are
+recorded, locally and on Kubernetes alike, and it goes through the transport protocol
+like any consumer. The embedded transport has no dead-letter queue: there the runtime's
+limit is the only one, and no sweep runs.
+
 A third kind of terminal is not a crew actor but is built the same way: an actor whose
 handler is ``asya_agents.review.park`` ends the route *for now*, parking the envelope
 for a person (see :mod:`asya_agents.review`; ``replica.build_runtime`` picks it).
@@ -14,16 +24,24 @@ for a person (see :mod:`asya_agents.review`; ``replica.build_runtime`` picks it)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from asya_agents.envelope import ERROR_END, HAPPY_END, Envelope
-from asya_agents.errors import StoreError
+from asya_agents.errors import MessageTooLarge, TransportError
+from asya_agents.hop import Router
 from asya_agents.manifest import ScalingSpec
+from asya_agents.runtime import Runtime, RuntimeConfig
+from asya_agents.seams import Clock
 from asya_agents.stores.base import ResultStore, Status, is_postgres_url
-from asya_agents.transports.base import Outgoing, Transport
+from asya_agents.transports.base import Delivery, Outgoing, Transport, dead_letter_queue
 
-__all__ = ["CREW_SCALING", "GroupRecorder", "crew_scaling", "crew_terminal", "replay_failed"]
+__all__ = ["CREW_SCALING", "REPLAY_LEASE", "DeadLetterSweep", "ErrorEndRuntime", "GroupRecorder",
+           "crew_runtime", "crew_scaling", "crew_terminal", "finish_replays", "replay_failed"]
+
+log = logging.getLogger("asya.crew")
 
 #: How the local supervisor scales crew actors: recording is fast, so few replicas.
 CREW_SCALING = ScalingSpec(minReplicaCount=0, maxReplicaCount=2, queueLength=100,
@@ -90,14 +108,141 @@ class GroupRecorder:
                     done.set_result(None)
 
 
+class DeadLetterSweep:
+    """Moves what a broker dead-lettered from the actors' queues into error-end: each
+    message failed with reason ``delivery-limit`` (poison when it is not an envelope),
+    its route kept, so that ``asya results --status failed`` lists it and ``asya
+    replay`` sends it back where it was."""
+
+    #: Messages taken from one dead-letter queue per look.
+    BATCH = 10
+
+    def __init__(self, transport: Transport, actors: Iterable[str], *,
+                 mesh_actors: frozenset[str], max_bytes: int, lease: float = 30.0) -> None:
+        self.transport = transport
+        self.lease = lease
+        self.routers = {a: Router(a, mesh_actors, max_bytes=max_bytes) for a in actors}
+
+    async def once(self) -> int:
+        """One look into every actor's dead-letter queue; how many messages moved."""
+        moved = 0
+        for actor, router in self.routers.items():
+            moved += await self._drain(dead_letter_queue(actor), router)
+        return moved
+
+    async def run(self, stop: asyncio.Event, *, every: float) -> None:
+        """Sweep every ``every`` seconds (at once again after a full take) until
+        ``stop``; a broker hiccup is logged and tried again on the next sweep."""
+        while not stop.is_set():
+            moved = 0
+            try:
+                moved = await self.once()
+            except Exception as exc:  # nothing may stop error-end recording failures
+                log.warning("dead-letter sweep failed: %s", exc)
+            if moved < self.BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every)
+
+    async def _drain(self, queue: str, router: Router) -> int:
+        try:
+            got = await self.transport.receive(queue, max_messages=self.BATCH, wait=0.0,
+                                               visibility=self.lease, capacity=self.BATCH)
+        except TransportError as exc:
+            log.warning("cannot read the dead-letter queue %s: %s", queue, exc)
+            return 0
+        moved = 0
+        for delivery in got:
+            moved += await self._move(queue, router, delivery)
+        return moved
+
+    async def _move(self, queue: str, router: Router, delivery: Delivery) -> int:
+        limit = self.transport.delivery_limit
+        failed = router.dead_lettered(queue, delivery.body, broker_limit=limit)
+        try:
+            try:
+                await self.transport.publish_and_ack([failed], delivery)
+            except MessageTooLarge:  # with its error it no longer fits: keep its start
+                await self.transport.publish_and_ack(
+                    [router.poison(queue, delivery.body)], delivery)
+        except TransportError as exc:
+            log.warning("moving a message of %s to error-end failed, it stays there: %s",
+                        queue, exc)
+            with contextlib.suppress(TransportError):
+                await self.transport.nack(delivery)
+            return 0
+        log.warning("moved a message from %s to error-end (the broker's delivery limit)",
+                    queue)
+        return 1
+
+
+class ErrorEndRuntime(Runtime):
+    """error-end's runtime: records failures, and runs the dead-letter sweep beside."""
+
+    def __init__(self, config: RuntimeConfig, *, transport: Transport, store: ResultStore,
+                 sweep: DeadLetterSweep | None, every: float,
+                 clock: Clock | None = None) -> None:
+        super().__init__(config, transport=transport,
+                         terminal=crew_terminal(ERROR_END, store), clock=clock)
+        self.sweep = sweep
+        self.every = every
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.sweep is None:
+            await super().run(stop)
+            return
+        sweeper = asyncio.create_task(self.sweep.run(stop, every=self.every))
+        try:
+            await super().run(stop)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+
+def crew_runtime(config: RuntimeConfig, *, transport: Transport, store: ResultStore,
+                 actors: Iterable[str], sweep_every: float,
+                 clock: Clock | None = None) -> Runtime:
+    """The runtime of crew actor ``config.actor``; for error-end with the dead-letter
+    sweep of ``actors`` where the transport has dead-letter queues."""
+    if config.actor != ERROR_END:
+        return Runtime(config, transport=transport,
+                       terminal=crew_terminal(config.actor, store), clock=clock)
+    sweep = None
+    if transport.delivery_limit is not None:
+        sweep = DeadLetterSweep(transport, actors, mesh_actors=frozenset(config.actors),
+                                max_bytes=config.max_bytes, lease=config.lease)
+    return ErrorEndRuntime(config, transport=transport, store=store, sweep=sweep,
+                           every=sweep_every, clock=clock)
+
+
 async def replay_failed(store: ResultStore, transport: Transport, envelope_id: str) -> Envelope:
     """Send failed envelope ``envelope_id`` back to the actor where it failed, as a first
-    attempt, and drop its failure record (``asya replay`` and the review console)."""
-    rec = await asyncio.to_thread(store.get, envelope_id)
-    if rec is None or rec.status != "failed":
-        raise StoreError(f"no failed envelope {envelope_id!r} in the result store")
-    envelope = Envelope.from_dict(rec.envelope)
-    envelope.meta.attempt, envelope.meta.error = 1, None
+    attempt of the next generation (``meta.replays``): ``asya replay`` and the console.
+
+    Mark, then send, then mark sent: the store records the replay first (the record
+    leaves the failures but is not deleted), so a result of the replayed envelope,
+    however fast, always lands on a record that only moves forward. A replay whose
+    send fails or never returns stays recorded; running it again (or
+    :func:`finish_replays`) sends the very same envelope."""
+    data = await asyncio.to_thread(store.mark_replay, envelope_id)
+    envelope = Envelope.from_dict(data)
     await transport.send([Outgoing(envelope.route.curr, envelope.encode())])
-    await asyncio.to_thread(store.forget, envelope_id)
+    await asyncio.to_thread(store.replay_sent, envelope_id, generation=envelope.meta.replays)
     return envelope
+
+
+#: A recorded replay younger than this may still be sending: :func:`finish_replays`
+#: leaves it alone.
+REPLAY_LEASE = 30.0
+
+
+async def finish_replays(store: ResultStore, transport: Transport, *,
+                         older_than: float = REPLAY_LEASE) -> list[str]:
+    """Send every replay recorded more than ``older_than`` seconds ago and never marked
+    sent (its sender died or its broker refused); the ids sent."""
+    sent = []
+    for envelope_id in await asyncio.to_thread(store.unfinished_replays,
+                                               older_than=older_than):
+        await replay_failed(store, transport, envelope_id)
+        sent.append(envelope_id)
+    return sent

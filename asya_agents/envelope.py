@@ -24,6 +24,7 @@ from asya_agents.errors import EnvelopeError, HistoryAlteredError
 from asya_agents.tracecontext import ensure_traceparent
 
 __all__ = [
+    "DEFAULT_HOP_LIMIT",
     "ERROR_END",
     "HAPPY_END",
     "MAX_ENVELOPE_BYTES",
@@ -39,6 +40,12 @@ HAPPY_END = "happy-end"
 ERROR_END = "error-end"
 #: Default cap on an encoded envelope; payloads carry URLs, never images.
 MAX_ENVELOPE_BYTES = 256 * 1024
+#: Most actors an envelope may pass through (``spec.hopLimit`` of a Mesh overrides it).
+#: The loops meant to happen stay far below it (an agent loop of 3 actors for 30 rounds
+#: is 90 hops), while a route that loops by mistake is stopped after 100 handler calls
+#: instead of the ~2,600 it takes its history (``prev`` and ``meta.hops``, about 100
+#: bytes a hop) to outgrow ``MAX_ENVELOPE_BYTES``.
+DEFAULT_HOP_LIMIT = 100
 
 
 #: ``advanced(payload=...)`` not given: the payload stays as it is.
@@ -102,6 +109,8 @@ class Meta(_Model):
     - ``hops``: one entry per handled hop, with timings.
     - ``error``: set on the way to ``error-end``.
     - ``delivery_count``: how often the transport delivered this copy (when it knows).
+    - ``replays``: how often ``asya replay`` sent this envelope back after a failure; a
+      record of an earlier replay never overwrites one of a later (the result store).
     """
 
     attempt: int = 1
@@ -113,6 +122,7 @@ class Meta(_Model):
     hops: list[Hop] = Field(default_factory=list)
     error: ErrorInfo | None = None
     delivery_count: int | None = None
+    replays: int = Field(default=0, ge=0)
 
     @field_validator("weight")
     @classmethod

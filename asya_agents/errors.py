@@ -9,6 +9,7 @@ enter the project, with ``raise ... from exc``, so that callers catch one tree::
     ├── HandlerError                a handler path does not import or cannot be called
     ├── EnvelopeError               a message is not a valid envelope (poison)
     │   ├── HistoryAlteredError     a handler rewrote ``route.prev`` or ``route.curr``
+    │   ├── HopLimitExceeded        the route passed the mesh's ``spec.hopLimit`` (a loop)
     │   └── UnknownActorError       the route names an actor the mesh does not have
     ├── TransportError              a queue operation failed
     │   ├── TransportUnavailable    the broker or the state file cannot be reached
@@ -16,9 +17,14 @@ enter the project, with ``raise ... from exc``, so that callers catch one tree::
     ├── StoreError                  the results or review store failed
     │   └── ReviewItemNotFound      no review item has that id
     ├── BlobError                   large data at a ``file://`` or ``s3://`` URL failed
-    │   └── BlobNotFound            nothing is stored at that URL
+    │   ├── BlobNotFound            nothing is stored at that URL
+    │   └── BlobRefused             the storage policy does not allow that URL
     ├── ClusterError                the Kubernetes API refused or failed a request
-    └── ActorTimeout                a handler ran past ``resiliency.actorTimeout``
+    ├── GatewayError                the gateway cannot serve a request as asked
+    │   ├── JobNotFound             no job has that id
+    │   └── JobConflict             the job's state forbids it (a reused key, a cancel)
+    ├── ActorTimeout                a handler ran past ``resiliency.actorTimeout``
+    └── DeliveryLimitExceeded       a message came more often than ``resiliency.maxDeliveries``
 """
 
 from __future__ import annotations
@@ -28,11 +34,17 @@ __all__ = [
     "AsyaError",
     "BlobError",
     "BlobNotFound",
+    "BlobRefused",
     "ClusterError",
     "ConfigError",
+    "DeliveryLimitExceeded",
     "EnvelopeError",
+    "GatewayError",
     "HandlerError",
     "HistoryAlteredError",
+    "HopLimitExceeded",
+    "JobConflict",
+    "JobNotFound",
     "ManifestError",
     "MessageTooLarge",
     "ReviewItemNotFound",
@@ -73,6 +85,11 @@ class HistoryAlteredError(EnvelopeError):
     """A handler changed ``route.prev`` or ``route.curr``, which are history."""
 
 
+class HopLimitExceeded(EnvelopeError):
+    """The envelope would pass through more actors than the mesh's ``spec.hopLimit``
+    allows: a route that loops. Retrying cannot help, so it is never retried."""
+
+
 class UnknownActorError(EnvelopeError):
     """The route names an actor that is not part of the mesh."""
 
@@ -109,10 +126,38 @@ class BlobNotFound(BlobError):
     """No file or object exists at the URL (or its bucket does not exist)."""
 
 
+class BlobRefused(BlobError):
+    """The storage policy refused the URL: outside the allowed roots, not a regular file,
+    a bucket not allowed, over the size limit. The message names the URL and the rule
+    (``rule``); retrying cannot help, so the runtime never retries it."""
+
+    def __init__(self, rule: str, *, url: str | None = None) -> None:
+        self.rule = rule
+        super().__init__(f"refused: {rule}", url=url)
+
+
 class ClusterError(AsyaError):
     """The Kubernetes API refused or failed a request; the message names the method and
     the path."""
 
 
+class GatewayError(AsyaError):
+    """A request to the gateway cannot be served as asked; the message says why."""
+
+
+class JobNotFound(GatewayError):
+    """No job (root envelope) has this id."""
+
+
+class JobConflict(GatewayError):
+    """The job's state forbids the request: an Idempotency-Key reused with another
+    body, a cancel of work already on its way, a decision on a job that waits for none."""
+
+
 class ActorTimeout(AsyaError):
     """A handler ran longer than the actor's timeout."""
+
+
+class DeliveryLimitExceeded(AsyaError):
+    """A message was delivered more often than ``resiliency.maxDeliveries`` (or than the
+    broker's own limit) without a result: every replica that took it died holding it."""

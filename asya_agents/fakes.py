@@ -12,6 +12,11 @@ seconds, and lets a test script the answer and inject failures::
                            messages=[...], num_retries=0)
         assert llm.stats.ok == 1
 
+Each answer reports its usage as a model would, estimated at four characters a token
+(the prompt's messages and the answer), so that token and cost budgets read from it
+move as they would with a real model. ``record=False`` keeps no request (a provider that
+serves a mesh offline for hours, see ``actors/llm``).
+
 Standard library only, so the benchmark and the tests need nothing more.
 """
 
@@ -61,6 +66,19 @@ class _Bucket:
         return (1 - self.tokens) / self.rate
 
 
+def _tokens(text: str) -> int:
+    return max(1, (len(text) + 3) // 4)
+
+
+def _usage(request: dict[str, Any], content: str) -> dict[str, int]:
+    """Token counts as a provider reports them, at about four characters a token."""
+    asked = "".join(m["content"] if isinstance(m.get("content"), str)
+                    else json.dumps(m.get("content")) for m in request.get("messages", []))
+    prompt, completion = _tokens(asked), _tokens(content)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
 def _default_responder(request: dict[str, Any]) -> str:
     return json.dumps({"score": 0.9, "verdict": "accept", "reasons": ["looks good"],
                        "defects": []})
@@ -76,8 +94,10 @@ class FakeLLMProvider:
         responder: Responder = _default_responder,
         model: str = "fake-model",
         clock: Callable[[], float] = time.monotonic,
+        record: bool = True,
     ) -> None:
         self.rate = rate
+        self.record = record
         self.latency = latency
         self.responder = responder
         self.model = model
@@ -140,7 +160,7 @@ class FakeLLMProvider:
             "model": request.get("model", self.model),
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            "usage": _usage(request, content),
         }
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -183,8 +203,9 @@ class FakeLLMProvider:
                 if status != 200:
                     self._reply(status, {"error": {"message": f"injected {status}"}})
                     return
-                with provider._lock:
-                    provider.requests.append(request)
+                if provider.record:
+                    with provider._lock:
+                        provider.requests.append(request)
                 if provider.latency:
                     time.sleep(provider.latency)
                 self._reply(200, provider._completion(request))

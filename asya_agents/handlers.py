@@ -7,6 +7,11 @@ Everything that can be checked before the first message is checked here, at star
 and reported with the path and why: the import, the attribute, the class's constructor
 against the config, and that the callable takes exactly one argument.
 
+A class may also ask for what the mesh decides rather than its config, kopf-style, by
+the name of a constructor parameter: ``storage`` receives the actor's
+:class:`~asya_agents.storage.StoragePolicy` (the folders and buckets its payloads' URLs
+may name), unless ``spec.config`` sets ``storage`` itself.
+
 The call itself adapts to the handler: ``async def`` is awaited, a sync function runs on
 a worker thread (so the event loop keeps leasing, heartbeating and acking), and a
 generator, sync or async, fans out everything it yields.
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asya_agents.errors import HandlerError
+from asya_agents.storage import StoragePolicy
 
 __all__ = ["Handler", "Result", "load_handler", "resolve_path"]
 
@@ -110,8 +116,10 @@ def _shape(value: Any) -> Result:
     return Result([value], fanned=False)
 
 
-def load_handler(path: str, *, config: dict[str, Any] | None = None, threads: int = 1) -> Handler:
-    """Import and prepare ``path``; raise :class:`HandlerError` naming the path and why."""
+def load_handler(path: str, *, config: dict[str, Any] | None = None, threads: int = 1,
+                 storage: StoragePolicy | None = None) -> Handler:
+    """Import and prepare ``path``; raise :class:`HandlerError` naming the path and why.
+    ``storage`` goes to a class whose constructor has a ``storage`` parameter."""
     config = dict(config or {})
     module, attrs = resolve_path(path)
     obj: Any = module
@@ -122,7 +130,7 @@ def load_handler(path: str, *, config: dict[str, Any] | None = None, threads: in
             owner = ".".join([module.__name__, *attrs[:depth]])
             raise HandlerError(f"handler {path!r}: {owner!r} has no attribute {attr!r}") from exc
         if inspect.isclass(obj) and depth < len(attrs) - 1:
-            obj = _build(obj, config, path)
+            obj = _build(obj, _injected(obj, config, storage), path)
             config = {}
     if inspect.isclass(obj):
         raise HandlerError(f"handler {path!r} is a class; name a method: {path}.<method>")
@@ -136,6 +144,18 @@ def load_handler(path: str, *, config: dict[str, Any] | None = None, threads: in
     _one_arg(obj, path)
     instance = getattr(obj, "__self__", None)
     return Handler(path, obj, instance=instance, threads=threads)
+
+
+def _injected(cls: type, config: dict[str, Any],
+              storage: StoragePolicy | None) -> dict[str, Any]:
+    """``config`` plus ``storage`` where the class asks for it and the config is silent."""
+    if storage is None or "storage" in config:
+        return config
+    try:
+        wanted = "storage" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read: inject nothing
+        return config
+    return {**config, "storage": storage} if wanted else config
 
 
 def _build(cls: type, config: dict[str, Any], path: str) -> Any:

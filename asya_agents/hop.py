@@ -14,11 +14,18 @@ in one place and are tested without a queue:
   ``headers``), never ``prev``, ``curr`` or the id;
 - a failure carries ``meta.error`` and goes where the failure policy decided: the same
   actor later (a retry), ``error-end``, or another actor that stands in for the hop;
-- a message that is not an envelope becomes one, at ``error-end``, with the reason.
+- a message that is not an envelope becomes one, at ``error-end``, with the reason;
+- a message delivered past the actor's ``maxDeliveries`` (every replica that took it
+  died holding it), or one a broker moved to its dead-letter queue, goes to
+  ``error-end`` with reason ``delivery-limit`` and its last known error
+  (:func:`delivery_limit_error`, :meth:`Router.dead_lettered`).
 
-Every outgoing envelope names an actor of the mesh and fits the size limit, or the hop
-fails with :class:`~asya_agents.errors.UnknownActorError` or
-:class:`~asya_agents.errors.MessageTooLarge`.
+Every outgoing envelope names an actor of the mesh, fits the size limit and has passed
+through fewer actors than the hop limit (the mesh's ``spec.hopLimit``: a route that
+loops ends there instead of running until its history outgrows the size limit), or the
+hop fails with :class:`~asya_agents.errors.UnknownActorError`,
+:class:`~asya_agents.errors.MessageTooLarge` or
+:class:`~asya_agents.errors.HopLimitExceeded`, none of which is retried.
 """
 
 from __future__ import annotations
@@ -29,25 +36,40 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from asya_agents.envelope import ERROR_END, Envelope, ErrorInfo, Hop, Route
-from asya_agents.errors import EnvelopeError, MessageTooLarge, UnknownActorError
+from asya_agents.envelope import (
+    DEFAULT_HOP_LIMIT,
+    ERROR_END,
+    HAPPY_END,
+    Envelope,
+    ErrorInfo,
+    Hop,
+    Route,
+)
+from asya_agents.errors import (
+    DeliveryLimitExceeded,
+    EnvelopeError,
+    HopLimitExceeded,
+    MessageTooLarge,
+    UnknownActorError,
+)
 from asya_agents.handlers import Result
-from asya_agents.seams import Decision
+from asya_agents.seams import Decision, reason_of
 from asya_agents.tracecontext import TRACEPARENT
 from asya_agents.transports.base import Outgoing
 
-__all__ = ["Router", "error_info"]
+__all__ = ["Router", "delivery_limit_error", "error_info"]
 
 
 @dataclass(frozen=True)
 class Router:
-    """The routing rules of one actor: its name, the mesh's actors, its handler mode and
-    the largest envelope it may publish."""
+    """The routing rules of one actor: its name, the mesh's actors, its handler mode,
+    the largest envelope it may publish and the most actors an envelope may pass."""
 
     actor: str
     actors: frozenset[str]
     mode: str = "payload"
     max_bytes: int = 256 * 1024
+    hop_limit: int = DEFAULT_HOP_LIMIT
 
     # -- success ------------------------------------------------------------------------
 
@@ -74,12 +96,13 @@ class Router:
                 for child in children]
 
     def outgoing(self, moved: Envelope) -> Outgoing:
-        """``moved`` encoded for its ``curr``, checked against the mesh and the limit."""
+        """``moved`` encoded for its ``curr``, checked against the mesh and the limits."""
         if moved.route.curr not in self.actors:
             raise UnknownActorError(
                 f"route names unknown actor {moved.route.curr!r} "
                 f"(mesh has: {', '.join(sorted(self.actors))})"
             )
+        self._check_hops(moved)
         body = moved.encode()
         if len(body) > self.max_bytes:
             raise MessageTooLarge(
@@ -87,6 +110,19 @@ class Router:
                 "pass large data by URL (file://, s3://)"
             )
         return Outgoing(moved.route.curr, body)
+
+    def _check_hops(self, moved: Envelope) -> None:
+        """After ``hop_limit`` actors an envelope may still end (happy-end), but it may
+        not go on to one more actor."""
+        passed = moved.route.prev
+        if len(passed) < self.hop_limit or moved.route.curr == HAPPY_END:
+            return
+        last = " -> ".join(passed[-6:])
+        raise HopLimitExceeded(
+            f"envelope {moved.id} passed {len(passed)} actors, the mesh's hop limit "
+            f"(spec.hopLimit: {self.hop_limit}), and would go on to {moved.route.curr!r}; "
+            f"does its route loop? last actors: {last}"
+        )
 
     def _from_envelopes(self, original: Envelope, result: Result) -> list[Envelope]:
         """Envelope mode: take ``next``, ``payload`` and ``headers`` from what the handler
@@ -156,6 +192,43 @@ class Router:
         poison.meta.error = ErrorInfo(type="asya_agents.errors.EnvelopeError", message=reason,
                                       actor=self.actor, reason="invalid-envelope")
         return Outgoing(ERROR_END, poison.encode())
+
+    def dead_lettered(self, queue: str, body: bytes, *, broker_limit: int | None) -> Outgoing:
+        """A message the broker moved from this actor's queue to ``queue``, its
+        dead-letter queue, after ``broker_limit`` deliveries: for ``error-end``, failed
+        with reason ``delivery-limit`` and its route kept (so a replay sends it back
+        here); poison when it is not an envelope."""
+        try:
+            envelope = Envelope.decode(body, max_bytes=self.max_bytes)
+        except EnvelopeError:
+            return self.poison(queue, body)
+        exc = DeliveryLimitExceeded(
+            f"moved by the broker to its dead-letter queue {queue!r} after more deliveries "
+            f"than its limit ({broker_limit}), {_NO_RESULT}; {_last_error(envelope)}")
+        meta = envelope.meta.model_copy(update={"error": error_info(
+            exc, actor=self.actor, attempt=envelope.meta.attempt, reason=reason_of(exc))})
+        return Outgoing(ERROR_END, envelope.model_copy(update={"meta": meta}).encode())
+
+
+_NO_RESULT = ("and every delivery before ended without a result: its replica died (a "
+              "crash, an OOM kill, os._exit), its lease ran out, or it was given back")
+
+
+def delivery_limit_error(envelope: Envelope, *, deliveries: int,
+                         limit: int) -> DeliveryLimitExceeded:
+    """Why ``envelope``, delivered ``deliveries`` times, past ``limit``, is not handed to
+    the handler again."""
+    return DeliveryLimitExceeded(
+        f"delivered {deliveries} times (maxDeliveries {limit}), {_NO_RESULT}; "
+        f"{_last_error(envelope)}")
+
+
+def _last_error(envelope: Envelope) -> str:
+    error = envelope.meta.error
+    if error is None:
+        return "no error was recorded before"
+    where = f" (at {error.actor}, attempt {error.attempt})" if error.actor else ""
+    return f"last known error{where}: {error.type}: {error.message}"
 
 
 def error_info(exc: BaseException, *, actor: str, attempt: int, reason: str) -> ErrorInfo:

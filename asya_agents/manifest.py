@@ -18,10 +18,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from asya_agents.builtin import CONFIG_MODELS
 from asya_agents.durations import Duration
-from asya_agents.envelope import ERROR_END, HAPPY_END
+from asya_agents.envelope import DEFAULT_HOP_LIMIT, ERROR_END, HAPPY_END
 from asya_agents.errors import ManifestError
+from asya_agents.podspec import Resources, Toleration
 from asya_agents.resiliency.spec import ResiliencySpec
+from asya_agents.settings import BlobSettings
+from asya_agents.storage import StoragePolicy, StorageSpec, mesh_policy
+from asya_agents.suggest import explain
 
 __all__ = [
     "API_VERSION",
@@ -29,11 +34,13 @@ __all__ = [
     "AsyncActor",
     "BatchSpec",
     "Flavor",
+    "GatewaySpec",
     "LoadedMesh",
     "Mesh",
     "MeshSpec",
     "Metadata",
     "ScalingSpec",
+    "StorageSpec",
     "load_flavors",
     "load_mesh",
     "merge_specs",
@@ -89,10 +96,12 @@ class ActorSpec(_Spec):
     resiliency: ResiliencySpec = Field(default_factory=ResiliencySpec)
     batch: BatchSpec | None = None
     flavors: list[str] = Field(default_factory=list)
+    storage: StorageSpec = Field(default_factory=StorageSpec, description=(
+        "folders and buckets this actor may use beyond the mesh's"))
     env: dict[str, str] = Field(default_factory=dict)
-    resources: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
     nodeSelector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list)
     maxMessageBytes: int | None = Field(default=None, ge=1024)
     envFromSecrets: list[str] = Field(
         default_factory=list,
@@ -126,6 +135,18 @@ class Flavor(_Spec):
     spec: dict[str, Any]
 
 
+class GatewaySpec(_Spec):
+    """``spec.gateway`` of a Mesh: the mesh serves other programs through ``asya
+    gateway`` (its replicas then write hop events for the gateway's streams, and
+    ``asya render`` adds the gateway's Deployment and Service)."""
+
+    description: str | None = Field(
+        default=None, description="what the mesh does, for its MCP tool and A2A card")
+    replicas: int = Field(default=1, ge=1, description="gateway pods on a cluster")
+    resources: Resources = Field(default_factory=Resources,
+                                 description="the gateway container's resources")
+
+
 class MeshSpec(_Spec):
     route: list[str] = Field(min_length=1, description="default route of `asya send`")
     transport: Literal["embedded", "rabbitmq", "sqs"] = "embedded"
@@ -138,6 +159,14 @@ class MeshSpec(_Spec):
         description="folders put on sys.path for handler imports, relative to the mesh",
     )
     stateDir: str | None = None
+    hopLimit: int = Field(
+        default=DEFAULT_HOP_LIMIT, ge=1,
+        description="most actors an envelope may pass through; one more ends it in "
+                    "error-end with reason hop-limit (a route that loops)")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description=(
+        "folders and buckets every actor and the console may use, beyond the mesh's"))
+    gateway: GatewaySpec | None = Field(
+        default=None, description="serve the mesh to other programs (`asya gateway`)")
 
 
 class Mesh(_Spec):
@@ -176,6 +205,13 @@ class LoadedMesh:
     def python_paths(self) -> list[Path]:
         return [(self.path / p).resolve() for p in self.mesh.spec.pythonPath]
 
+    def storage_policy(self, actor: str | None, settings: BlobSettings,
+                       state_dir: Path) -> StoragePolicy:
+        """What ``actor`` (the mesh as a whole when ``None``) may read and write."""
+        own = [self.actors[actor].spec.storage] if actor in self.actors else []
+        return mesh_policy(settings, folder=self.path, state_dir=state_dir,
+                           specs=[self.mesh.spec.storage, *own])
+
     def state_dir(self, override: str | Path | None = None) -> Path:
         if override:
             return Path(override)
@@ -195,15 +231,10 @@ def merge_specs(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _validation_error(exc: ValidationError, file: Path, prefix: str = "") -> ManifestError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return ManifestError(msg + more, file=str(file), field=path or None)
+def _validation_error(exc: ValidationError, file: Path, model: type[BaseModel],
+                      prefix: tuple[str, ...] = ()) -> ManifestError:
+    field, message = explain(exc, model, prefix)
+    return ManifestError(message, file=str(file), field=field or None)
 
 
 def read_documents(file: Path) -> list[dict[str, Any]]:
@@ -229,24 +260,19 @@ def read_documents(file: Path) -> list[dict[str, Any]]:
 def parse_flavor(doc: dict[str, Any], file: Path) -> Flavor:
     try:
         flavor = Flavor.model_validate(doc)
+    except ValidationError as exc:
+        raise _validation_error(exc, file, Flavor) from exc
+    try:
         ActorSpec.model_validate(flavor.spec)
     except ValidationError as exc:
-        prefix = "spec" if "spec" in doc and isinstance(doc.get("spec"), dict) else ""
-        if prefix and _is_spec_error(exc):
-            raise _validation_error(exc, file, prefix) from exc
-        raise _validation_error(exc, file) from exc
+        raise _validation_error(exc, file, ActorSpec, ("spec",)) from exc
     if "flavors" in flavor.spec:
         raise ManifestError("a flavor cannot list flavors", file=str(file), field="spec.flavors")
     return flavor
 
 
-def _is_spec_error(exc: ValidationError) -> bool:
-    return not exc.errors()[0]["loc"] or exc.errors()[0]["loc"][0] != "spec"
-
-
-def parse_actor(
-    doc: dict[str, Any], file: Path, flavors: dict[str, Flavor] | None = None
-) -> AsyncActor:
+def parse_actor(doc: dict[str, Any], file: Path,
+                flavors: dict[str, Flavor] | None = None) -> AsyncActor:
     """Validate an AsyncActor document, merging the flavors it names from ``flavors``."""
     flavors = flavors or {}
     spec = doc.get("spec")
@@ -259,23 +285,31 @@ def parse_actor(
         for index, name in enumerate(names):
             if name not in flavors:
                 known = ", ".join(sorted(flavors)) or "none found"
-                raise ManifestError(
-                    f"unknown flavor {name!r} (known: {known})",
-                    file=str(file),
-                    field=f"spec.flavors[{index}]",
-                )
+                raise ManifestError(f"unknown flavor {name!r} (known: {known})",
+                                    file=str(file), field=f"spec.flavors[{index}]")
             merged = merge_specs(merged, flavors[name].spec)
         doc = {**doc, "spec": merge_specs(merged, spec)}
     try:
         actor = AsyncActor.model_validate(doc)
     except ValidationError as exc:
-        raise _validation_error(exc, file) from exc
+        raise _validation_error(exc, file, AsyncActor) from exc
     if actor.spec.handler is None:
         raise ManifestError("field required", file=str(file), field="spec.handler")
+    _check_builtin_config(actor, file)
     if actor.name in CREW_ACTORS:
         raise ManifestError(f"{actor.name!r} is a crew actor name", file=str(file),
                             field="metadata.name")
     return actor
+
+
+def _check_builtin_config(actor: AsyncActor, file: Path) -> None:
+    """A built-in actor's ``spec.config`` (the review actor's) by its own model."""
+    model = CONFIG_MODELS.get(actor.spec.handler or "")
+    try:
+        if model is not None:
+            model.model_validate(actor.spec.config)
+    except ValidationError as exc:
+        raise _validation_error(exc, file, model or BaseModel, ("spec", "config")) from exc
 
 
 def _yaml_files(folder: Path) -> Iterable[Path]:
@@ -326,7 +360,7 @@ def load_mesh(path: str | Path) -> LoadedMesh:
     try:
         mesh = Mesh.model_validate(mesh_docs[0])
     except ValidationError as exc:
-        raise _validation_error(exc, mesh_file) from exc
+        raise _validation_error(exc, mesh_file, Mesh) from exc
 
     local, actor_docs = _read_folder(folder)
     flavors = {**load_flavors(folder / p for p in mesh.spec.flavorPaths), **local}
@@ -336,10 +370,8 @@ def load_mesh(path: str | Path) -> LoadedMesh:
     for doc, file in actor_docs:
         actor = parse_actor(doc, file, flavors)
         if actor.name in actors:
-            raise ManifestError(
-                f"actor {actor.name!r} is also defined in {sources[actor.name]}",
-                file=str(file), field="metadata.name",
-            )
+            raise ManifestError(f"actor {actor.name!r} is also defined in "
+                                f"{sources[actor.name]}", file=str(file), field="metadata.name")
         actors[actor.name] = actor
         sources[actor.name] = file
     for index, name in enumerate(mesh.spec.route):

@@ -4,7 +4,9 @@ The supervisor starts these; on Kubernetes the container's command is the same. 
 stops taking messages and lets in-flight ones finish (up to the actor's timeout) before
 the process exits, which is what scale-down and shutdown rely on. A replica whose sync
 handler overran its timeout cannot cancel that thread, so it exits with
-:data:`EXIT_RESTART` and the supervisor starts a fresh one.
+:data:`EXIT_RESTART` and the supervisor starts a fresh one. It marks in the state folder
+when it got going and, when it dies of an error, why (:mod:`asya_agents.restarts`): the
+supervisor backs off restarting replicas that never get going and shows their error.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import sys
 from pathlib import Path
 
 from asya_agents import eventloop
-from asya_agents.crew import crew_terminal
+from asya_agents.crew import crew_runtime
 from asya_agents.envelope import ERROR_END, HAPPY_END, MAX_ENVELOPE_BYTES
+from asya_agents.errors import AsyaError, ConfigError
 from asya_agents.handlers import load_handler
 from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.observe.events import hop_events
 from asya_agents.observe.logs import configure_logging
 from asya_agents.observe.wiring import instrument
 from asya_agents.resiliency.build import admission, failure_policy
+from asya_agents.restarts import mark_ready, record_error
 from asya_agents.review import PARK_HANDLER, build_review_runtime
 from asya_agents.runtime import Runtime, RuntimeConfig, lease_for
 from asya_agents.seams import Clock
@@ -32,7 +37,8 @@ from asya_agents.settings import Settings
 from asya_agents.stores import open_result_store
 from asya_agents.transports import Transport, open_transport
 
-__all__ = ["EXIT_RESTART", "add_python_paths", "beat", "build_runtime", "main", "serve"]
+__all__ = ["EXIT_RESTART", "add_python_paths", "beat", "build_runtime", "check_delivery_limits",
+           "main", "serve"]
 
 EXIT_RESTART = 3
 log = logging.getLogger("asya.replica")
@@ -54,15 +60,20 @@ def build_runtime(
     clock = clock or Clock()
     names = loaded.actor_names
     if actor in (HAPPY_END, ERROR_END):
-        store = open_result_store(settings.store.url, state_dir=state_dir)
+        store = open_result_store(settings.store.url, state_dir=state_dir,
+                                  mesh=loaded.name)
         # Crew actors accept whatever the transport carried, so nothing is refused at
         # the very end of a route; many in flight let their writes be group-committed.
+        # No delivery limit of their own: they run no user code, and what fails them
+        # is the store, whose give-backs must not count a result out; the broker's
+        # limit is their backstop.
         cfg = RuntimeConfig(actor=actor, actors=names, concurrency=64, timeout=30.0,
                             lease=lease_for(30.0), max_bytes=transport.max_message_bytes)
-        return Runtime(cfg, transport=transport, terminal=crew_terminal(actor, store),
-                       clock=clock)
+        return crew_runtime(cfg, transport=transport, store=store, actors=loaded.actors,
+                            sweep_every=settings.mesh.dlq_sweep_interval, clock=clock)
     if actor not in loaded.actors:
         raise KeyError(f"mesh {loaded.name!r} has no actor {actor!r}")
+    check_delivery_limits(loaded, transport, actors=[actor])
     spec = loaded.actors[actor].spec
     if spec.handler == PARK_HANDLER:
         # Parking for human review is a terminal actor, like the crew (see review.py).
@@ -70,7 +81,8 @@ def build_runtime(
                                     state_dir=state_dir, clock=clock)
     add_python_paths(loaded)
     assert spec.handler is not None
-    handler = load_handler(spec.handler, config=spec.config, threads=spec.concurrency)
+    handler = load_handler(spec.handler, config=spec.config, threads=spec.concurrency,
+                           storage=loaded.storage_policy(actor, settings.s3, state_dir))
     timeout = spec.resiliency.actorTimeout
     cfg = RuntimeConfig(
         actor=actor, actors=names, mode=spec.handlerMode, concurrency=spec.concurrency,
@@ -78,12 +90,42 @@ def build_runtime(
         batch_size=spec.batch.maxSize if spec.batch else None,
         batch_wait=spec.batch.maxWait if spec.batch else 0.0,
         max_bytes=min(spec.maxMessageBytes or MAX_ENVELOPE_BYTES, transport.max_message_bytes),
+        hop_limit=loaded.mesh.spec.hopLimit,
+        max_deliveries=spec.resiliency.maxDeliveries,
     )
     cfg.failure = failure_policy(spec.resiliency, clock=clock.time)
     cfg.admission = admission(spec.resiliency, actor=actor, mesh=loaded.name,
                               concurrency=spec.concurrency, transport=transport.name,
-                              state_dir=state_dir, clock=clock.time)
+                              state_dir=state_dir, max_replicas=spec.scaling.maxReplicaCount,
+                              clock=clock.time)
     return Runtime(cfg, transport=transport, handler=handler, clock=clock)
+
+
+#: Where each broker's own delivery limit is set, for the error that names it.
+_BROKER_LIMITS = {
+    "rabbitmq": "ASYA_RABBITMQ_DELIVERY_LIMIT, the quorum queues' x-delivery-limit",
+    "sqs": "ASYA_SQS_MAX_RECEIVE_COUNT, the redrive policy's maxReceiveCount",
+}
+
+
+def check_delivery_limits(loaded: LoadedMesh, transport: Transport, *,
+                          actors: list[str] | None = None) -> None:
+    """Refuse an actor whose ``maxDeliveries`` is not below the broker's own limit: the
+    broker would move such a message to its dead-letter queue before the actor could
+    end it with its reason. Review actors are terminals, the broker's limit is theirs."""
+    limit = transport.delivery_limit
+    if limit is None:
+        return
+    for name in actors if actors is not None else list(loaded.actors):
+        spec = loaded.actors[name].spec
+        wanted = spec.resiliency.maxDeliveries
+        if spec.handler != PARK_HANDLER and wanted >= limit:
+            where = _BROKER_LIMITS.get(transport.name, "its delivery limit")
+            raise ConfigError(
+                f"{loaded.sources.get(name, name)}: actor {name!r}: "
+                f"spec.resiliency.maxDeliveries is {wanted}, not below the {transport.name} "
+                f"broker's own delivery limit of {limit} ({where}); lower maxDeliveries or "
+                f"raise the broker's limit above it")
 
 
 HEARTBEAT_EVERY = 5.0
@@ -107,7 +149,9 @@ async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
     transport = open_transport(transport_kind, settings=settings, state_dir=state_dir,
                                mesh=loaded.name)
     runtime = build_runtime(loaded, actor, transport, settings=settings, state_dir=state_dir)
-    observed = instrument(runtime, settings=settings.mesh, state_dir=state_dir)
+    observed = instrument(runtime, settings=settings.mesh, state_dir=state_dir,
+                          events=hop_events(loaded, settings, state_dir))
+    mark_ready(state_dir)  # got going: if it dies from now on, it is restarted at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,16 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(actor=args.actor, fmt=settings.mesh.log_format,
                       level=settings.mesh.log_level)
-    code = eventloop.run(serve(args.mesh, args.actor, transport_kind=args.transport,
-                               state_dir=args.state_dir, settings=settings,
-                               heartbeat=args.heartbeat_file),
-                         kind=settings.mesh.event_loop)
+    try:
+        code = eventloop.run(serve(args.mesh, args.actor, transport_kind=args.transport,
+                                   state_dir=args.state_dir, settings=settings,
+                                   heartbeat=args.heartbeat_file),
+                             kind=settings.mesh.event_loop)
+    except Exception as exc:
+        return _died(args.state_dir, exc)
     if code == EXIT_RESTART:
         # A sync handler that overran its timeout still runs on a worker thread, and
         # interpreter exit would wait for it: leave now so the supervisor replaces us.
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def _died(state_dir: Path, exc: Exception) -> int:
+    """Leave what kills this replica for the supervisor (``asya status`` shows it): one
+    line for this project's errors, which say it all, the traceback for any other."""
+    known = isinstance(exc, AsyaError)
+    summary = str(exc) if known else f"{type(exc).__name__}: {exc}"
+    record_error(state_dir, summary)
+    log.error("replica failed: %s", summary, exc_info=None if known else exc)
+    return 2 if known else 1
 
 
 if __name__ == "__main__":

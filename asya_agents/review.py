@@ -17,6 +17,14 @@ A decision goes through :class:`ReviewService`:
    (run by the review actor's replica every ``sweep_interval``) sends it. The resumed
    envelope is a pure function of the decided row, so a re-send is the same message
    with the same id, which ``happy-end`` records once.
+3. before it sends, the publisher *reopens* the envelope's ``paused`` record (it runs
+   again, and is no ended record until its next end); nothing is deleted, and the
+   record only moves forward, so a copy of the parked hop delivered again later is
+   counted as a duplicate, never turns the envelope's result back into ``paused``,
+   and the decided round is never parked again (:mod:`asya_agents.stores.base`).
+
+The service reads and resumes only items of its own mesh, so meshes may share one
+review store (one PostgreSQL database).
 
 Where it goes: ``approve`` advances the route past the review actor; ``edit`` replaces
 the payload, then approves; ``send_back`` puts ``send_back_route`` (by default the
@@ -41,11 +49,11 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from asya_agents.durations import Duration
+from asya_agents.builtin import PARK_HANDLER, ReviewConfig
 from asya_agents.envelope import ERROR_END, Envelope, ErrorInfo, Hop, Route
 from asya_agents.errors import ConfigError, HandlerError, TransportError
 from asya_agents.loopthread import LoopThread
@@ -61,6 +69,7 @@ from asya_agents.stores.review_base import (
     ReviewItemNotFound,
     ReviewStore,
 )
+from asya_agents.suggest import explain
 from asya_agents.transports.base import Outgoing, Transport
 
 if TYPE_CHECKING:
@@ -88,8 +97,6 @@ __all__ = [
 log = logging.getLogger("asya.review")
 T = TypeVar("T")
 
-#: The ``spec.handler`` that makes an AsyncActor a review (parking) actor.
-PARK_HANDLER = "asya_agents.review.park"
 #: Who decided when a deadline did.
 DEADLINE_REVIEWER = "asya:deadline"
 
@@ -101,30 +108,6 @@ def park(envelope: dict[str, Any]) -> dict[str, Any]:
         f"{PARK_HANDLER} is run by the runtime as a terminal actor (asya up, LocalMesh); "
         "it cannot be called as a plain handler"
     )
-
-
-class ReviewConfig(BaseModel):
-    """``spec.config`` of a review actor; every key is documented in actors/review/."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    deadline: Duration | None = Field(
-        default=None, description="decide automatically this long after parking")
-    deadline_action: Literal["approve", "reject"] = "reject"
-    send_back_route: list[str] | None = Field(
-        default=None, min_length=1,
-        description="where send_back goes; unset: the actors passed on the way here")
-    reject_route: list[str] | None = Field(
-        default=None, description="where rejected items go; unset: error-end")
-    sweep_interval: Duration = Field(default=5.0, gt=0)
-    publish_lease: Duration = Field(
-        default=30.0, gt=0, description="after this, another publisher may take over")
-
-    def options(self) -> dict[str, Any]:
-        """What an item carries so that any process can resume it the same way."""
-        return {"deadline_action": self.deadline_action,
-                "send_back_route": self.send_back_route,
-                "reject_route": self.reject_route}
 
 
 # -- where a decided item goes -----------------------------------------------------------
@@ -217,7 +200,11 @@ class ReviewService:
 
     async def adecide(self, id: str, *, decision: str, reviewer: str,
                       notes: str | None = None, payload: Any = None) -> DecideResult:
-        """Record the decision (compare-and-set) and, if it won, resume the item."""
+        """Record the decision (compare-and-set) and, if it won, resume the item; an
+        item of another mesh is :class:`ReviewItemNotFound` here."""
+        item = await asyncio.to_thread(self.store.get, id)
+        if item is None or item.mesh != self.mesh:
+            raise ReviewItemNotFound(f"no review item {id!r} in mesh {self.mesh!r}")
         result = await asyncio.to_thread(self.store.decide, id, decision=decision,
                                          reviewer=reviewer, notes=notes, payload=payload)
         if result.won:
@@ -229,7 +216,7 @@ class ReviewService:
         whose publish fails stays in the outbox for the next run (the review actor's
         sweep); the failure is logged, not raised, because the decision itself stands."""
         items = await asyncio.to_thread(self.store.claim_unpublished,
-                                        lease=self.publish_lease)
+                                        lease=self.publish_lease, mesh=self.mesh)
         sent = 0
         for item in items:
             try:
@@ -244,11 +231,9 @@ class ReviewService:
 
     async def _publish(self, item: ReviewItem) -> None:
         outgoing = resumed(item)
-        # The envelope runs again: drop its "paused" record first (never a later one),
-        # so the result store shows it as running until it really ends.
-        record = await asyncio.to_thread(self.results.get, item.id)
-        if record is not None and record.status == "paused":
-            await asyncio.to_thread(self.results.forget, item.id)
+        # Reopen first, then send: a compare-and-set on the paused record of this very
+        # round, so it never touches a later end (a crashed publisher's re-run).
+        await asyncio.to_thread(self.results.reopen, item.envelope)
         await self.transport.send([outgoing])
         await asyncio.to_thread(self.store.mark_published, item.id, round=item.round)
         log.info("review %s: %s by %s -> %s", item.id, item.decision, item.decided_by,
@@ -257,7 +242,7 @@ class ReviewService:
     async def aexpire_due(self, now: float | None = None) -> list[DecideResult]:
         """Apply each overdue item's ``deadline_action``; the decisions that won."""
         when = self.clock() if now is None else now
-        items = await asyncio.to_thread(self.store.due, when)
+        items = await asyncio.to_thread(self.store.due, when, mesh=self.mesh)
         won = []
         for item in items:
             action = item.options.get("deadline_action", "reject")
@@ -349,13 +334,11 @@ def build_review_runtime(loaded: LoadedMesh, actor: str, transport: Transport, *
     spec = loaded.actors[actor].spec
     try:
         review = ReviewConfig.model_validate(spec.config)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{loaded.sources.get(actor, actor)}: spec.config.{field}: "
-                          f"{err['msg']}") from exc
+    except ValidationError as exc:  # a mesh changed after it loaded (tests do)
+        field, message = explain(exc, ReviewConfig, ("spec", "config"))
+        raise ConfigError(f"{loaded.sources.get(actor, actor)}: {field}: {message}") from exc
     store = open_review_store(settings.store.url, state_dir=state_dir)
-    results = open_result_store(settings.store.url, state_dir=state_dir)
+    results = open_result_store(settings.store.url, state_dir=state_dir, mesh=loaded.name)
     service = ReviewService(store, transport, results, mesh=loaded.name,
                             publish_lease=review.publish_lease)
     timeout = spec.resiliency.actorTimeout

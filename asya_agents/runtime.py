@@ -1,7 +1,9 @@
 """The routing runtime: what every replica of every actor runs.
 
 One loop per replica: lease messages from the actor's queue (never more than
-``concurrency`` in flight, or a batch at a time), and hand each to the
+``concurrency`` in flight, or a batch at a time; each receive tells the transport how
+many the replica may hold now, the ``capacity`` a broker's prefetch follows), and hand
+each to the
 :class:`~asya_agents.worker.Worker`, which decodes the envelope, calls the handler (with
 the actor's timeout), moves the route one hop on (:mod:`asya_agents.hop`), publishes
 what the hop produced, and only then acks. A crash anywhere before the ack means the
@@ -84,16 +86,19 @@ class Runtime:
                 await self.cfg.admission.wait(stop)
                 if stop.is_set():
                     break
-                free = self.cfg.admission.limit(self.cfg.concurrency) - len(self._tasks)
+                limit = self.cfg.admission.limit(self.cfg.concurrency)
+                free = limit - len(self._tasks)
                 if free <= 0:
                     await self._slot_freed(self.cfg.receive_wait)
                     continue
                 granted = await self.cfg.admission.acquire(self.cfg.batch_size or free, stop)
                 if granted <= 0:
                     continue
-                deliveries = await self._receive(granted)
+                capacity = self._capacity(limit)
+                deliveries = await self._receive(granted, capacity=capacity)
                 if self.cfg.batch_size:
-                    deliveries = await self._fill_batch(deliveries, stop, size=granted)
+                    deliveries = await self._fill_batch(deliveries, stop, size=granted,
+                                                        capacity=capacity)
                 await self.cfg.admission.release(granted - len(deliveries))
                 if self.cfg.batch_size:
                     if deliveries:
@@ -110,11 +115,17 @@ class Runtime:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.cfg.timeout + 1)
 
-    async def _receive(self, limit: int) -> list[Delivery]:
+    def _capacity(self, limit: int) -> int:
+        """How many messages this replica may hold at once: the live limit (adaptive
+        concurrency and the breaker move it), times the batch size for a batch actor
+        (``limit`` batches may run at once)."""
+        return limit * (self.cfg.batch_size or 1)
+
+    async def _receive(self, limit: int, *, capacity: int) -> list[Delivery]:
         try:
             return await self.transport.receive(
                 self.cfg.actor, max_messages=limit, wait=self.cfg.receive_wait,
-                visibility=self.cfg.lease,
+                visibility=self.cfg.lease, capacity=capacity,
             )
         except TransportError as exc:
             log.warning("receive from %s failed: %s", self.cfg.actor, exc)
@@ -122,7 +133,7 @@ class Runtime:
             return []
 
     async def _fill_batch(self, got: list[Delivery], stop: asyncio.Event, *,
-                          size: int) -> list[Delivery]:
+                          size: int, capacity: int) -> list[Delivery]:
         """Gather up to ``size`` (``batch.maxSize``, or fewer rate-limit tokens)
         messages, waiting at most ``batch.maxWait`` after the first one."""
         if not got:
@@ -135,7 +146,7 @@ class Runtime:
             try:
                 more = await self.transport.receive(
                     self.cfg.actor, max_messages=size - len(got), wait=left,
-                    visibility=self.cfg.lease,
+                    visibility=self.cfg.lease, capacity=capacity,
                 )
             except TransportError:
                 break

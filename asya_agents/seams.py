@@ -132,10 +132,13 @@ def reason_of(exc: BaseException) -> str:
     """A short machine-readable reason for ``meta.error.reason``."""
     for kind, reason in (
         (errors.ActorTimeout, "timeout"),
+        (errors.DeliveryLimitExceeded, "delivery-limit"),
         (errors.HistoryAlteredError, "history-altered"),
         (errors.UnknownActorError, "unknown-actor"),
+        (errors.HopLimitExceeded, "hop-limit"),
         (errors.MessageTooLarge, "too-large"),
         (errors.EnvelopeError, "invalid-envelope"),
+        (errors.BlobRefused, "blob-refused"),
     ):
         if isinstance(exc, kind):
             return reason

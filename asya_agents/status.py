@@ -7,7 +7,8 @@ every turn of its loop (:func:`write_supervisor`) and which is stale, meaning th
 supervisor is gone, once it is older than :data:`STALE_AFTER` (:func:`read_supervisor`).
 The result store adds the totals of ended envelopes. :func:`snapshot` joins them into
 the object ``asya status --json`` prints, whose shape is part of the command line's
-contract (DESIGN.md).
+contract (DESIGN.md). :func:`served` tells ``asya send`` whether anything will take
+what it just enqueued.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from asya_agents.resiliency.throttle import OutageMarks
 from asya_agents.stores.base import ResultStore
 from asya_agents.transports.base import TransportAdmin
 
@@ -25,7 +27,9 @@ __all__ = [
     "STALE_AFTER",
     "STATUS_FILE",
     "actor_rows",
+    "rate_limit_state",
     "read_supervisor",
+    "served",
     "snapshot",
     "totals",
     "write_supervisor",
@@ -58,16 +62,35 @@ def write_supervisor(state_dir: Path, data: dict[str, Any]) -> None:
 
 async def actor_rows(actors: list[str], transport: TransportAdmin,
                      supervisor: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per actor: ``depth``, ``in_flight``, ``delayed``, ``replicas`` and the replicas'
-    ``metrics`` URLs."""
+    """Per actor: ``depth``, ``in_flight``, ``delayed``, ``replicas``, the replicas'
+    ``metrics`` URLs, and what the supervisor knows of their crashes: ``restarts``,
+    ``crash_looping`` (its replicas die before they get going, and restart with a
+    growing backoff), ``last_error`` and ``next_restart_in`` (seconds, or ``None``)."""
     known = supervisor.get("actors", {})
     rows: dict[str, dict[str, Any]] = {}
     for name in actors:
         st = await transport.stats(name)
         rep = known.get(name, {})
         rows[name] = {"depth": st.depth, "in_flight": st.in_flight, "delayed": st.delayed,
-                      "replicas": rep.get("replicas", 0), "metrics": rep.get("metrics", [])}
+                      "replicas": rep.get("replicas", 0), "metrics": rep.get("metrics", []),
+                      "restarts": rep.get("restarts", 0),
+                      "crash_looping": bool(rep.get("crash_looping", False)),
+                      "last_error": rep.get("last_error"),
+                      "next_restart_in": rep.get("next_restart_in")}
     return rows
+
+
+async def served(supervisor: dict[str, Any], transport: TransportAdmin,
+                 queue: str) -> bool | None:
+    """Whether anything takes messages from ``queue``: ``True`` when a local supervisor
+    runs the mesh or the broker counts consumers on it (RabbitMQ: a cluster, another
+    machine), ``False`` when the broker counts none and no supervisor runs, ``None``
+    when no supervisor runs and the broker cannot tell (SQS, and the embedded
+    transport, which only ``asya up`` serves)."""
+    if supervisor:
+        return True
+    consumers = (await transport.stats(queue)).consumers
+    return None if consumers is None else consumers > 0
 
 
 def totals(store: ResultStore) -> dict[str, int]:
@@ -78,9 +101,22 @@ def totals(store: ResultStore) -> dict[str, int]:
 
 async def snapshot(*, mesh: str, transport_kind: str, actors: list[str],
                    transport: TransportAdmin, store: ResultStore,
-                   supervisor: dict[str, Any]) -> dict[str, Any]:
+                   supervisor: dict[str, Any], state_dir: Path | None = None,
+                   now: Callable[[], float] = time.time) -> dict[str, Any]:
     """The ``asya status --json`` object: ``mesh``, ``transport``, ``running`` (a
-    supervisor is up), ``actors`` (see :func:`actor_rows`) and ``totals``."""
+    supervisor is up), ``actors`` (see :func:`actor_rows`, plus ``rate_limit``: see
+    :func:`rate_limit_state`) and ``totals``."""
+    rows = await actor_rows(actors, transport, supervisor)
+    for name, row in rows.items():
+        row["rate_limit"] = rate_limit_state(state_dir, name, now=now())
     return {"mesh": mesh, "transport": transport_kind, "running": bool(supervisor),
-            "actors": await actor_rows(actors, transport, supervisor),
-            "totals": totals(store)}
+            "actors": rows, "totals": totals(store)}
+
+
+def rate_limit_state(state_dir: Path | None, actor: str, *, now: float) -> str | None:
+    """``store unreachable since …: <error>`` while a replica of ``actor`` in this
+    state folder reports its shared rate-limit store unreachable, else ``None``."""
+    if state_dir is None:
+        return None
+    outage = OutageMarks(state_dir).read(actor, now=now)
+    return outage.describe() if outage is not None else None

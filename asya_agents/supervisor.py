@@ -2,8 +2,10 @@
 
 Each actor runs in its own OS processes (replicas), scaled 0..N from its queue by the
 :class:`~asya_agents.autoscaler.Autoscaler` with KEDA's semantics, exactly as KEDA would
-scale the same manifest on Kubernetes. A replica that dies is replaced; a replica that
-is scaled down or shut down gets SIGTERM, finishes what it holds (up to the actor's
+scale the same manifest on Kubernetes. A replica that dies is replaced: at once if it
+got going, after a growing backoff if it died before (:mod:`asya_agents.restarts`; the
+actor is then *crash-looping*, with its last error in the status). A replica that is
+scaled down or shut down gets SIGTERM, finishes what it holds (up to the actor's
 timeout) and exits, and only then is it killed if it has not.
 
 The supervisor writes ``status.json`` in the state folder so that ``asya status`` (in
@@ -27,12 +29,16 @@ from asya_agents.autoscaler import Autoscaler, ScaleDecision
 from asya_agents.context import MeshContext
 from asya_agents.crew import CREW_SCALING, crew_scaling
 from asya_agents.envelope import ERROR_END, HAPPY_END
+from asya_agents.errors import TransportError
 from asya_agents.manifest import LoadedMesh, ScalingSpec
 from asya_agents.observe.wiring import announced, withdraw
-from asya_agents.replica import EXIT_RESTART
+from asya_agents.replica import EXIT_RESTART, check_delivery_limits
 from asya_agents.resiliency.throttle import ThrottleMarks
+from asya_agents.restarts import Restarts, is_ready, take_marks
+from asya_agents.settings import environ_with
 from asya_agents.status import write_supervisor
 from asya_agents.transports import Backend
+from asya_agents.transports.base import dead_letter_queue
 
 __all__ = ["Supervisor", "run_supervisor"]
 
@@ -46,6 +52,7 @@ class _Replica:
     proc: asyncio.subprocess.Process
     started: float
     stopping_since: float | None = None
+    got_going: bool = False
 
 
 @dataclass
@@ -63,6 +70,7 @@ class _Actor:
     in_flight: int = 0
     scale_ups: int = 0
     scale_downs: int = 0
+    crashes: Restarts = field(default_factory=Restarts)
 
 
 class Supervisor:
@@ -97,6 +105,7 @@ class Supervisor:
     # -- main loop --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        check_delivery_limits(self.loaded, self.transport)  # before any replica starts
         await self.transport.ensure_queues(sorted(self.actors))
         metrics = self._serve_metrics()
         log.info("mesh %s up on %s: %s", self.loaded.name, self.kind, ", ".join(self.actors))
@@ -145,7 +154,8 @@ class Supervisor:
         # Replicas mark an actor held back by its rate limit or by 429s: more replicas
         # would only wait for the same tokens, so the autoscaler holds.
         held = self.throttle.limited(actor.name, now=time.time())
-        decision = actor.scaler.decide(stats.total, len(self._alive(actor)), hold=held)
+        waiting = stats.total + await self._dead_letters(actor)
+        decision = actor.scaler.decide(waiting, len(self._alive(actor)), hold=held)
         if actor.last is None or decision.replicas != actor.desired:
             log.info("scale %s: %d -> %d (%s)", actor.name, actor.desired,
                      decision.replicas, decision.reason)
@@ -153,25 +163,66 @@ class Supervisor:
             actor.scale_downs += decision.replicas < actor.desired
         actor.desired, actor.last = decision.replicas, decision
 
+    async def _dead_letters(self, actor: _Actor) -> int:
+        """For error-end: what waits in the actors' dead-letter queues, which its
+        replica sweeps (crew.py), so that they scale it up from zero too."""
+        if actor.name != ERROR_END or self.transport.delivery_limit is None:
+            return 0
+        waiting = 0
+        for name in self.loaded.actors:
+            with contextlib.suppress(TransportError):
+                waiting += (await self.transport.stats(dead_letter_queue(name))).total
+        return waiting
+
     def _alive(self, actor: _Actor) -> list[_Replica]:
         return [r for r in actor.replicas if r.stopping_since is None]
 
     def _reap(self, actor: _Actor) -> None:
+        now = time.monotonic()
         for rep in list(actor.replicas):
             code = rep.proc.returncode
             if code is None:
+                self._watch(actor, rep, now)
                 continue
             actor.replicas.remove(rep)
             withdraw(self.state_dir, rep.proc.pid)  # a killed replica could not itself
+            got_going, error = take_marks(self.state_dir, rep.proc.pid)
             if rep.stopping_since is None:
-                actor.restarts += 1
-                why = "asked to be replaced" if code == EXIT_RESTART else f"exit code {code}"
-                log.warning("replica %s of %s died (%s); replacing", rep.proc.pid,
-                            actor.name, why)
+                self._died(actor, rep, code, got_going=got_going, error=error, now=now)
+
+    def _watch(self, actor: _Actor, rep: _Replica, now: float) -> None:
+        """Note when a running replica got going, and tell the restart record."""
+        if not rep.got_going:
+            rep.got_going = is_ready(self.state_dir, rep.proc.pid)
+        if rep.got_going:
+            actor.crashes.up(now, since=rep.started)
+
+    def _died(self, actor: _Actor, rep: _Replica, code: int, *, got_going: bool,
+              error: str | None, now: float) -> None:
+        actor.restarts += 1
+        why = "asked to be replaced" if code == EXIT_RESTART else f"exit code {code}"
+        delay = actor.crashes.died(now, got_going=got_going, error=error or why)
+        if delay <= 0:
+            log.warning("replica %s of %s died (%s); replacing", rep.proc.pid, actor.name,
+                        why)
+            return
+        log.warning("replica %s of %s died before it got going (%s): %s; crash-looping, "
+                    "next start in %gs", rep.proc.pid, actor.name, why,
+                    actor.crashes.last_error, delay)
+
+    def _to_start(self, actor: _Actor, alive: list[_Replica]) -> int:
+        """Replicas to start now: what the autoscaler wants, but while the actor is
+        crash-looping only one at a time, once its backoff is over."""
+        wanted = actor.desired - len(alive)
+        if wanted <= 0 or not actor.crashes.may_start(time.monotonic()):
+            return 0
+        if actor.crashes.crash_looping and not any(r.got_going for r in alive):
+            return 0 if alive else 1  # one probe at a time, until one gets going
+        return wanted
 
     async def _reconcile(self, actor: _Actor) -> None:
         alive = self._alive(actor)
-        for _ in range(actor.desired - len(alive)):
+        for _ in range(self._to_start(actor, alive)):
             actor.replicas.append(await self._start(actor.name))
         for rep in sorted(alive, key=lambda r: r.started)[actor.desired:]:
             self._stop(rep)
@@ -188,6 +239,7 @@ class Supervisor:
             "--transport", self.kind, "--state-dir", str(self.state_dir),
             env=self.env, start_new_session=True,
         )
+        take_marks(self.state_dir, proc.pid)  # a recycled pid's, long before its own
         log.info("started replica %s of %s", proc.pid, actor)
         return _Replica(proc, time.monotonic())
 
@@ -232,6 +284,7 @@ class Supervisor:
                     "desired": a.desired,
                     "pids": [r.proc.pid for r in self._alive(a)],
                     "restarts": a.restarts,
+                    **self._crash_status(a),
                     "depth": a.depth,
                     "in_flight": a.in_flight,
                     "reason": a.last.reason if a.last else None,
@@ -244,6 +297,15 @@ class Supervisor:
             },
         }
 
+    def _crash_status(self, actor: _Actor) -> dict[str, Any]:
+        """``crash_looping`` (no replica got going since the last crash), the last error
+        and the seconds until the next start (``None`` when nothing waits)."""
+        looping = actor.crashes.crash_looping and \
+            not any(r.got_going for r in self._alive(actor))
+        wait = actor.crashes.next_start_in(time.monotonic())
+        return {"crash_looping": looping, "last_error": actor.crashes.last_error,
+                "next_restart_in": round(wait, 1) if looping and wait > 0 else None}
+
     def _metrics_urls(self, actor: _Actor) -> list[str]:
         urls = (announced(self.state_dir, r.proc.pid) for r in self._alive(actor))
         return [u for u in urls if u]
@@ -252,16 +314,52 @@ class Supervisor:
         write_supervisor(self.state_dir, self.status())
 
 
-async def run_supervisor(ctx: MeshContext) -> None:
-    """``asya up``: supervise ``ctx``'s mesh until SIGINT or SIGTERM, then drain."""
+async def run_supervisor(ctx: MeshContext, *, gateway: list[str] | None = None) -> None:
+    """``asya up``: supervise ``ctx``'s mesh until SIGINT or SIGTERM, then drain. With
+    ``gateway`` (its flags), ``asya gateway`` runs beside the replicas, which then write
+    hop events for it; it is stopped first, so that its streams end with a last event."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    env = environ_with(ASYA_GATEWAY_EVENTS="true") if gateway is not None else None
     async with ctx.connected() as transport:
         supervisor = Supervisor(ctx.loaded, transport, transport_kind=ctx.kind,
-                                state_dir=ctx.state_dir,
+                                state_dir=ctx.state_dir, env=env,
                                 metrics_port=ctx.settings.mesh.metrics_port,
                                 metrics_host=ctx.settings.mesh.metrics_host,
                                 crew=crew_scaling(ctx.store_url))
-        await supervisor.run(stop)
+        beside = asyncio.ensure_future(_gateway(ctx, gateway, env, stop)) \
+            if gateway is not None else None
+        try:
+            await supervisor.run(stop)
+        finally:
+            if beside is not None:
+                stop.set()
+                await beside
+
+
+async def _gateway(ctx: MeshContext, args: list[str], env: dict[str, str] | None,
+                   stop: asyncio.Event) -> None:
+    """``asya gateway`` as a child process until ``stop``, replaced if it dies."""
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "asya_agents", "gateway", str(ctx.loaded.path),
+            "--transport", ctx.kind, "--state-dir", str(ctx.state_dir), *args,
+            env=env, start_new_session=True)
+        exited = asyncio.ensure_future(proc.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if stop.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(exited, 15.0)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+            return
+        log.warning("the gateway exited (code %s); starting it again", proc.returncode)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)

@@ -41,9 +41,11 @@ from asya_agents.envelope import Envelope
 from asya_agents.handlers import Result, load_handler
 from asya_agents.loopthread import LoopThread
 from asya_agents.manifest import LoadedMesh
+from asya_agents.observe.events import EventWriter, HopEvents, hop_events
 from asya_agents.replica import add_python_paths, build_runtime
 from asya_agents.seams import Clock
 from asya_agents.settings import Settings, StoreSettings
+from asya_agents.storage import StoragePolicy
 from asya_agents.stores import ResultRecord, SQLiteResultStore
 from asya_agents.transports import Backend, Outgoing, QueueStats
 
@@ -51,12 +53,14 @@ __all__ = ["LocalMesh", "call_handler"]
 
 
 def call_handler(path: str, arg: Any, *, config: dict[str, Any] | None = None,
-                 python_path: list[str | Path] | None = None) -> Result:
-    """Load ``path`` (with ``config`` for a class) and call it once with ``arg``."""
+                 python_path: list[str | Path] | None = None,
+                 storage: StoragePolicy | None = None) -> Result:
+    """Load ``path`` (with ``config`` for a class, and ``storage`` for a class that
+    declares it) and call it once with ``arg``."""
     for p in python_path or []:
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
-    handler = load_handler(path, config=config)
+    handler = load_handler(path, config=config, storage=storage)
     try:
         return asyncio.run(handler.call(arg))
     finally:
@@ -105,6 +109,7 @@ class LocalMesh:
         self._stop: asyncio.Event | None = None
         self._runs: list[asyncio.Future[None]] = []
         self._sent: list[str] = []
+        self._events: EventWriter | None = None
 
     def _open_transport(self) -> Backend:
         if self.ctx.kind == "embedded":
@@ -136,12 +141,16 @@ class LocalMesh:
     async def _boot(self) -> None:
         self._stop = asyncio.Event()
         await self.transport.ensure_queues(sorted(self.loaded.actor_names))
+        # Hop events for a gateway, as replicas write them, when the mesh has one.
+        self._events = hop_events(self.loaded, self.ctx.settings, self.state_dir)
         for name in self.ctx.actors:
             for _ in range(self.replicas):
                 runtime = build_runtime(self.loaded, name, self.transport,
                                         settings=self.ctx.settings, state_dir=self.state_dir,
                                         clock=self.clock)
                 runtime.cfg.receive_wait = 0.05
+                if self._events is not None:
+                    runtime.cfg.observer = HopEvents.of(runtime, self._events)
                 self._runs.append(asyncio.ensure_future(runtime.run(self._stop)))
 
     async def _halt(self) -> None:
@@ -159,6 +168,8 @@ class LocalMesh:
         if self._loop.running:
             self._submit(self._halt())
         self._loop.close()
+        if self._events is not None:
+            self._events.close()
         self.store.close()
         self.ctx.close()
         if self._tmp is not None:
@@ -232,5 +243,6 @@ class LocalMesh:
 
         report: dict[str, Any] = self._submit(status.snapshot(
             mesh=self.loaded.name, transport_kind=self.ctx.kind, actors=self.ctx.actors,
-            transport=self.transport, store=self.store, supervisor={}))
+            transport=self.transport, store=self.store, supervisor={},
+            state_dir=self.state_dir, now=self.clock.time))
         return report

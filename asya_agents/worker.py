@@ -1,13 +1,16 @@
 """Handling one leased message (or one batch) from decode to ack: what a replica's
 runtime does with each delivery its loop hands over.
 
-Decode the envelope (anything that is not one goes to ``error-end``), check it is
-addressed here, call the handler within the actor's timeout, turn the result into
-outgoing messages (:mod:`asya_agents.hop`), publish them and only then ack the input,
-in one ``publish_and_ack``. A failure goes to the failure policy and its decision is
-published the same way. An onward publish that fails gives the input back (a delayed
-nack) instead of holding it: on a broker whose lease is the consumer's channel
-(RabbitMQ) a held message would wait for as long as that channel lives.
+Decode the envelope (anything that is not one goes to ``error-end``), refuse it when it
+was delivered more often than ``max_deliveries`` (each replica that took it died: it
+goes to ``error-end`` with reason ``delivery-limit`` instead of killing the next one,
+never retried), check it is addressed here, call the handler within the actor's
+timeout, turn the result into outgoing messages (:mod:`asya_agents.hop`), publish them
+and only then ack the input, in one ``publish_and_ack``. A failure goes to the failure
+policy and its decision is published the same way. An onward publish that fails gives
+the input back (a delayed nack) instead of holding it: on a broker whose lease is the
+consumer's channel (RabbitMQ) a held message would wait for as long as that channel
+lives.
 
 :class:`Worker` keeps the deliveries it holds (``holding``) so that the loop's heartbeat
 can extend their leases; it knows nothing of admission or concurrency, which are the
@@ -22,18 +25,26 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asya_agents.envelope import MAX_ENVELOPE_BYTES, Envelope, Hop
-from asya_agents.errors import ActorTimeout, EnvelopeError, MessageTooLarge, TransportError
+from asya_agents.envelope import DEFAULT_HOP_LIMIT, ERROR_END, MAX_ENVELOPE_BYTES, Envelope, Hop
+from asya_agents.errors import (
+    ActorTimeout,
+    BlobRefused,
+    EnvelopeError,
+    MessageTooLarge,
+    TransportError,
+)
 from asya_agents.handlers import Handler, Result
-from asya_agents.hop import Router
+from asya_agents.hop import Router, delivery_limit_error
 from asya_agents.seams import (
     Admission,
     Clock,
+    Decision,
     FailurePolicy,
     HopSpan,
     NoRetries,
     Observer,
     Tracer,
+    reason_of,
 )
 from asya_agents.transports.base import Delivery, Outgoing, Transport
 
@@ -58,7 +69,12 @@ class RuntimeConfig:
     batch_size: int | None = None
     batch_wait: float = 0.05
     max_bytes: int = MAX_ENVELOPE_BYTES
+    #: Most actors an envelope may pass through (the mesh's ``spec.hopLimit``).
+    hop_limit: int = DEFAULT_HOP_LIMIT
     receive_wait: float = 0.5
+    #: Deliveries of one message that may end without a result before the next one goes
+    #: to error-end (``spec.resiliency.maxDeliveries``); None: no limit of the mesh's own.
+    max_deliveries: int | None = None
     failure: FailurePolicy = field(default_factory=NoRetries)
     admission: Admission = field(default_factory=Admission)
     observer: Observer = field(default_factory=Observer)
@@ -90,7 +106,7 @@ class Worker:
         self.terminal = terminal
         self.clock = clock
         self.router = Router(config.actor, frozenset(config.actors), config.mode,
-                             config.max_bytes)
+                             config.max_bytes, hop_limit=config.hop_limit)
         #: Deliveries being handled, with the monotonic time each was taken.
         self.holding: dict[int, tuple[Delivery, float]] = {}
         #: Set when a sync handler overran its timeout: its thread cannot be stopped.
@@ -118,6 +134,9 @@ class Worker:
         job = self._job(delivery, envelope)
         self.holding[id(delivery)] = (delivery, self.clock.monotonic())
         try:
+            if self._over_limit(delivery):
+                await self._refuse(job)
+                return
             if self.terminal is not None:
                 await self._finish_terminal(job)
                 return
@@ -142,6 +161,9 @@ class Worker:
                 await self._poison(delivery)
                 continue
             self.cfg.observer.received(self.cfg.actor, envelope)
+            if self._over_limit(delivery):
+                await self._refuse(self._job(delivery, envelope))
+                continue
             try:
                 self._check_addressed(envelope)
             except EnvelopeError as exc:
@@ -154,30 +176,39 @@ class Worker:
         for job in jobs:
             self.holding[id(job.delivery)] = (job.delivery, self.clock.monotonic())
         try:
-            args = [j.envelope.payload if self.cfg.mode == "payload" else j.envelope.to_dict()
-                    for j in jobs]
-            try:
-                result = await self._call(args)
-                items = result.items if result.fanned else [result.items[0]]
-                if len(items) != len(jobs):
-                    raise TypeError(
-                        f"batch handler returned {len(items)} results for {len(jobs)} inputs"
-                    )
-            except Exception as exc:
-                for job in jobs:
-                    await self._fail(job, exc)
-                return
-            for job, item in zip(jobs, items, strict=True):
-                try:
-                    outgoing = self._route(job, Result([item], fanned=False))
-                except Exception as exc:
-                    await self._fail(job, exc)
-                    continue
-                await self._publish(outgoing, job)
+            await self._run_batch(jobs)
         finally:
             for job in jobs:
                 self.holding.pop(id(job.delivery), None)
                 job.span.end()
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        args = [j.envelope.payload if self.cfg.mode == "payload" else j.envelope.to_dict()
+                for j in jobs]
+        try:
+            result = await self._call(args)
+            items = result.items if result.fanned else [result.items[0]]
+            if len(items) != len(jobs):
+                raise TypeError(
+                    f"batch handler returned {len(items)} results for {len(jobs)} inputs"
+                )
+        except Exception as exc:
+            if isinstance(exc, BlobRefused) and len(jobs) > 1:
+                # A refused URL is never retried, and the batch cannot say whose it was:
+                # run each payload alone, so that only the refused one fails.
+                for job in jobs:
+                    await self._run_batch([job])
+                return
+            for job in jobs:
+                await self._fail(job, exc)
+            return
+        for job, item in zip(jobs, items, strict=True):
+            try:
+                outgoing = self._route(job, Result([item], fanned=False))
+            except Exception as exc:
+                await self._fail(job, exc)
+                continue
+            await self._publish(outgoing, job)
 
     def _check_addressed(self, envelope: Envelope) -> None:
         if envelope.route.curr != self.cfg.actor:
@@ -245,10 +276,28 @@ class Worker:
 
     # -- failures -------------------------------------------------------------------
 
+    def _over_limit(self, delivery: Delivery) -> bool:
+        limit = self.cfg.max_deliveries
+        return limit is not None and delivery.delivery_count > limit
+
+    async def _refuse(self, job: _Job) -> None:
+        """A message past ``max_deliveries``: to error-end, not to the handler. No retry
+        (the next attempt would kill its replica too), no outcome for the brakes (the
+        handler was not asked)."""
+        assert self.cfg.max_deliveries is not None
+        exc = delivery_limit_error(job.envelope, deliveries=job.delivery.delivery_count,
+                                   limit=self.cfg.max_deliveries)
+        log.warning("%s refused %s: %s", self.cfg.actor, job.envelope.id, exc)
+        await self._route_failure(job, exc, Decision("route", target=ERROR_END,
+                                                     reason=reason_of(exc)))
+
     async def _fail(self, job: _Job, exc: BaseException) -> None:
-        envelope = job.envelope
         self.cfg.admission.outcome(exc)
-        decision = self.cfg.failure.decide(envelope, exc, actor=self.cfg.actor)
+        decision = self.cfg.failure.decide(job.envelope, exc, actor=self.cfg.actor)
+        await self._route_failure(job, exc, decision)
+
+    async def _route_failure(self, job: _Job, exc: BaseException, decision: Decision) -> None:
+        envelope = job.envelope
         failed = self.router.failure(envelope, exc, decision, hop=self._hop(job),
                                      traceparent=job.span.traceparent)
         job.span.end(exc)

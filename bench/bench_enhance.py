@@ -170,7 +170,9 @@ def write_mesh(folder: Path, args: argparse.Namespace, model: str, device: str,
     (folder / "mesh.yaml").write_text(json.dumps({
         "apiVersion": "asya.sh/v1alpha1", "kind": "Mesh", "metadata": {"name": "bench-enhance"},
         "spec": {"route": ["enhance"], "transport": "embedded", "pythonPath": [str(ROOT)],
-                 "flavorPaths": []},
+                 "flavorPaths": [],
+                 # the photos are beside this folder, in ../in: the actor may read there
+                 "storage": {"roots": [".."]}},
     }))
     (folder / "enhance.yaml").write_text(json.dumps({
         "apiVersion": "asya.sh/v1alpha1", "kind": "AsyncActor", "metadata": {"name": "enhance"},

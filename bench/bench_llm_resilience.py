@@ -22,6 +22,10 @@ the first send (the asya rows include replicas starting from zero, litellm's imp
 included), and envelopes lost (sent and never ended; must be 0).
 
     python bench/bench_llm_resilience.py [--count 2000] [--rate 50] [--latency 0.3]
+                                         [--only asya,...] [--replicas N]
+
+``--replicas N`` pins the asya actor at N replicas (the issue-17 goal runs: N = 1, 2, 4
+with ``--rate 20 --count 400``, a 20 s run, and ``--count 2400``, a two-minute one).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class Judge:
 # -- asya: asya up with the llm-resilient flavor ---------------------------------------
 
 
-def _write_mesh(folder: Path, rate_limit: float | None) -> Path:
+def _write_mesh(folder: Path, rate_limit: float | None, replicas: int | None = None) -> Path:
     folder.mkdir(parents=True)
     (folder / "mesh.yaml").write_text(
         "apiVersion: asya.sh/v1alpha1\nkind: Mesh\nmetadata: {name: llm-bench}\n"
@@ -88,21 +92,26 @@ def _write_mesh(folder: Path, rate_limit: float | None) -> Path:
     # waking a few ms late does not waste the actor's tokens.
     burst = max(1, round(rate_limit / 10)) if rate_limit else 0
     limit = f"\n    rateLimit: {{perSecond: {rate_limit:g}, burst: {burst}}}" if rate_limit else ""
+    # --replicas N pins the actor at N replicas (from before the first send), so that
+    # N replicas learn the provider's limit together from the first call.
+    pinned = f"  scaling: {{minReplicaCount: {replicas}, maxReplicaCount: {replicas}}}\n" \
+        if replicas else ""
     (folder / "actors.yaml").write_text(
         "apiVersion: asya.sh/v1alpha1\nkind: AsyncActor\nmetadata: {name: judge}\n"
         "spec:\n  handler: bench_llm_resilience.Judge.judge\n  flavors: [llm-resilient]\n"
-        f"  resiliency:\n    actorTimeout: 30s{limit}\n")
+        f"{pinned}  resiliency:\n    actorTimeout: 30s{limit}\n")
     return folder
 
 
-def run_asya(count: int, api_base: str, rate_limit: float | None) -> dict[str, float]:
+def run_asya(count: int, api_base: str, rate_limit: float | None,
+             replicas: int | None = None) -> dict[str, float]:
     from asya_agents.envelope import Envelope
     from asya_agents.stores import SQLiteResultStore
     from asya_agents.transports import Outgoing
     from asya_agents.transports.embedded import EmbeddedTransport
 
     work = Path(tempfile.mkdtemp(prefix="asya-llm-bench-"))
-    mesh, state = _write_mesh(work / "mesh", rate_limit), work / "state"
+    mesh, state = _write_mesh(work / "mesh", rate_limit, replicas), work / "state"
     env = {**os.environ, "ASYA_LOG_LEVEL": "ERROR", _API_BASE: api_base}
     up = subprocess.Popen([sys.executable, "-m", "asya_agents", "up", str(mesh),
                            "--state-dir", str(state)], env=env)
@@ -248,6 +257,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="provider calls/s (R)")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per answer")
     parser.add_argument("--only", default="", help="comma-separated design keys")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="pin the asya actor at this many replicas (default: 0..4, "
+                        "scaled by the local autoscaler)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
@@ -255,9 +267,9 @@ def main() -> None:
         # Set a little under the account's limit, as any client-side limit: calls reach
         # the provider with a few ms of jitter, and its bucket has no slack at exactly R.
         "asya-limit": ("asya: llm-resilient + rateLimit 0.97 R (shared)",
-                       lambda url: run_asya(args.count, url, 0.97 * args.rate)),
+                       lambda url: run_asya(args.count, url, 0.97 * args.rate, args.replicas)),
         "asya": ("asya: llm-resilient, limit unknown (adaptive)",
-                 lambda url: run_asya(args.count, url, None)),
+                 lambda url: run_asya(args.count, url, None, args.replicas)),
         "tenacity": ("before: exponential backoff sleeping in worker",
                      lambda url: run_before(args.count, url, "tenacity")),
         "retry-after": ("before: Retry-After slept in worker",

@@ -15,6 +15,8 @@ import datetime
 import io
 import itertools
 import json
+import re
+import string
 import threading
 import time
 from collections import deque
@@ -39,7 +41,9 @@ from asya_agents.review import (
 )
 from asya_agents.settings import Settings
 from asya_agents.stores import ResultRecord, ResultStore
+from asya_agents.stores.signin import open_sign_in_store
 from asya_agents.transports import Backend
+from ui.signin import Gate, load_secret
 
 __all__ = [
     "ActorRow",
@@ -50,6 +54,7 @@ __all__ = [
     "history_csv",
     "history_rows",
     "judge_view",
+    "md_code",
     "md_escape",
     "next_hops",
     "rates",
@@ -82,9 +87,9 @@ class ConsoleConfig:
 
 @dataclass(frozen=True)
 class Filters:
-    """What the queue page narrows pending items by; ``None`` means any."""
+    """What the queue page narrows pending items by; ``None`` means any. The console
+    shows its own mesh's items only, whoever else shares the review store."""
 
-    mesh: str | None = None
     actor: str | None = None
     min_age: float | None = None
     min_score: float | None = None
@@ -127,6 +132,12 @@ class Console:
         self.transport: Backend = self.ctx.transport()
         self.service = ReviewService(self.reviews, self.transport, self.results,
                                      mesh=self.loaded.name, clock=clock)
+        # Failed sign-ins and sessions live beside the review store, so that every
+        # console process throttles and signs out the same way.
+        self.sign_ins = open_sign_in_store(self.ctx.store_url, state_dir=self.state_dir)
+        self.gate = Gate(self.sign_ins, secret=load_secret(self.settings.console,
+                                                          self.state_dir),
+                         settings=self.settings.console, clock=clock)
         self.samples: deque[Sample] = deque(maxlen=720)
         self._sample_lock = threading.Lock()
         self._loop = LoopThread("asya-console-loop")
@@ -139,13 +150,13 @@ class Console:
 
     def pending(self, filters: Filters = Filters(), *, limit: int | None = None
                 ) -> list[ReviewItem]:
-        """Pending items, oldest first."""
+        """Pending items of this mesh, oldest first."""
         return self.reviews.pending(
-            mesh=filters.mesh, actor=filters.actor, older_than=filters.min_age,
+            mesh=self.mesh, actor=filters.actor, older_than=filters.min_age,
             min_score=filters.min_score, max_score=filters.max_score, limit=limit)
 
     def counts(self) -> dict[str, int]:
-        return self.reviews.counts()
+        return self.reviews.counts(mesh=self.mesh)
 
     def decide(self, item_id: str, *, decision: str, reviewer: str, notes: str | None = None,
                payload: Any = None) -> DecideResult:
@@ -156,7 +167,7 @@ class Console:
                                               notes=notes, payload=payload))
 
     def history(self, limit: int | None = None) -> list[DecisionRecord]:
-        return self.reviews.history(limit)
+        return self.reviews.history(limit, mesh=self.mesh)
 
     # -- mesh status ------------------------------------------------------------------------
 
@@ -164,7 +175,8 @@ class Console:
         """Per actor (crew included): queue depth, in flight, delayed, replicas."""
         report = self._run(status.snapshot(
             mesh=self.mesh, transport_kind=self.kind, actors=self.ctx.actors,
-            transport=self.transport, store=self.results, supervisor=self._supervisor()))
+            transport=self.transport, store=self.results, supervisor=self._supervisor(),
+            state_dir=self.state_dir, now=self.clock))
         return [ActorRow(name, row["depth"], row["in_flight"], row["delayed"],
                          int(row["replicas"])) for name, row in report["actors"].items()]
 
@@ -203,6 +215,7 @@ class Console:
     def close(self) -> None:
         self._run(self.transport.close())
         self._loop.close()
+        self.sign_ins.close()
         self.ctx.close()
 
 
@@ -291,10 +304,33 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
 
 
-_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$")
+#: Every ASCII punctuation character: CommonMark lets each be escaped, and between them
+#: they start every inline construct (links, images, raw HTML, emphasis, code, bare
+#: URLs, Streamlit's ``:color[…]`` directives and ``$…$`` math) and every block one.
+_MD_SPECIAL = frozenset(string.punctuation)
+
+
+#: What Streamlit still acts on in plain text after the parse, escaped or not: GitHub's
+#: "autolink literals" (http(s)://…, www.…, name@host) and emoji shortcodes (:smile:).
+#: An invisible word joiner (U+2060) after a colon that something follows, between
+#: ``www`` and its dot and before each ``@`` breaks them; escapes alone do not.
+_UNLINK = re.compile(r"(?i)(?<=:)(?=\S)|(?<=www)(?=\.)|(?=@)")
+_JOINER = "\u2060"
 
 
 def md_escape(text: str) -> str:
-    """``text`` shown literally in Streamlit Markdown: what a judge or a failing handler
-    wrote must not turn into links, images or formatting in a reviewer's page."""
-    return "".join(f"\\{c}" if c in _MD_SPECIAL else c for c in text.replace("\n", " "))
+    """``text`` shown literally in Streamlit Markdown: what a payload, a judge or a
+    failing handler wrote must not turn into links, images, HTML, headings, emoji or
+    formatting in a reviewer's page. Line breaks become spaces (no new blocks)."""
+    flat = _UNLINK.sub(_JOINER, " ".join(str(text).splitlines()))
+    return "".join(f"\\{c}" if c in _MD_SPECIAL else c for c in flat)
+
+
+def md_code(text: str) -> str:
+    """``text`` as a Markdown code span, literal whatever it holds: the fence is longer
+    than any run of backticks inside it."""
+    # Streamlit rewrites ``:material/name:`` even inside code: a joiner keeps it as is.
+    flat = re.sub(r":(?=\S)", ":" + _JOINER, " ".join(str(text).splitlines()))
+    fence = "`" * (max((len(r) for r in re.findall("`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") or not flat.strip() else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"

@@ -15,6 +15,11 @@ settings used, the steps applied, the attempt number and the time taken. A judge
 send an image back with ``enhance_settings`` (overrides) and a reviewer with
 ``review_notes``; see ``settings.py``.
 
+Every read and write goes through the actor's
+:class:`~asya_agents.storage.StoragePolicy` (``storage``, given by the runtime: the
+mesh's folders and buckets and the actor's ``spec.storage``), so a payload cannot make
+it read or write outside them; a URL it refuses fails with reason ``blob-refused``.
+
 Two backends: ``pillow`` (classical, CPU, the default) and ``sdxl`` (diffusion, GPU).
 Images are read, decoded, encoded and written on a small thread pool, outside the
 backend's device lock.
@@ -35,7 +40,8 @@ from PIL import Image, ImageOps
 from actors.enhance import pillow_backend
 from actors.enhance.settings import EnhanceSettings, for_payload
 from asya_agents.blob import BlobStore, join_url, parse_url, sibling_url
-from asya_agents.errors import BlobError, ConfigError
+from asya_agents.errors import BlobError, BlobRefused, ConfigError
+from asya_agents.storage import StoragePolicy
 
 __all__ = ["SDXL_BASE", "Enhancer"]
 
@@ -79,6 +85,7 @@ class Enhancer:
         output_location: str | None = None,
         classical_finish: bool = False,
         io_threads: int = 4,
+        storage: StoragePolicy | None = None,
     ) -> None:
         if backend not in ("pillow", "sdxl"):
             raise ConfigError(f"enhance: backend must be 'pillow' or 'sdxl', got {backend!r}")
@@ -98,7 +105,13 @@ class Enhancer:
         self.output_suffix = output_suffix
         self.output_location = output_location
         self.classical_finish = classical_finish and backend == "sdxl"
-        self.blobs = BlobStore()
+        self.blobs = BlobStore(policy=storage)
+        if output_location is not None:
+            try:
+                self.blobs.check_folder(output_location)
+            except BlobRefused as exc:
+                raise ConfigError(f"enhance: output_location {output_location} is not "
+                                  f"allowed: {exc.rule}") from exc
         self._pool = ThreadPoolExecutor(max(io_threads, 1), thread_name_prefix="enhance-io")
         self.backend: Any = None
         if backend == "sdxl":
@@ -153,8 +166,9 @@ class Enhancer:
         try:
             with Image.open(io.BytesIO(data)) as raw:
                 return ImageOps.exif_transpose(raw).convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise BlobError(f"not a readable image: {exc}", url=url) from exc
+        except Exception as exc:  # Pillow's decoders raise more than OSError on bad bytes
+            raise BlobError(f"not a readable image: {type(exc).__name__}: {exc}",
+                            url=url) from exc
 
     def _run(self, images: list[Image.Image],
              plans: list[dict[str, Any]]) -> list[tuple[Image.Image, list[str]]]:
@@ -208,3 +222,4 @@ class Enhancer:
     def close(self) -> None:
         self._pool.shutdown(wait=False)
         self.blobs.close()
+

@@ -9,7 +9,10 @@ original and the enhanced image) or, with no API key, from image statistics
 - score <  reject: **reject**, ``retry_route`` (``[enhance, judge]``) is put in front of
   the rest, with ``enhance_settings`` adjusted for the defects found, at most
   ``max_loops`` times; after that the envelope goes to review instead;
-- in between: **uncertain**, the review actor is put in front of the rest.
+- in between: **uncertain**, the review actor is put in front of the rest; so is a
+  heuristic score above ``accept`` that comes with a defect a person would see
+  (:data:`~actors.judge.heuristics.VISIBLE_DEFECTS`, e.g. a colour cast the enhancer
+  could not remove): statistics may miss a defect, but one they name is not uploaded.
 
 The verdict is stored in ``payload["verdict"]`` (and appended to
 ``payload["judge_history"]``); loops are counted in ``payload["judge_loops"]``, so an
@@ -18,15 +21,19 @@ envelope read from any queue or store says how often it went round.
 ``mode: text`` judges ``payload["answer"]`` to ``payload["question"]`` instead, which is
 how the same template drives a question-answering loop (``mesh/qa-loop``).
 
+The images are read within the actor's storage policy (``storage``, given by the
+runtime from the mesh and the actor's ``spec.storage``), so a payload cannot make the
+judge read a file outside the allowed folders and buckets.
+
 Provider errors (429, 5xx, timeouts) propagate untouched for the manifest's policies; an
 answer that is not a valid verdict raises :class:`VerdictError` naming the model.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actors.judge.heuristics import Scored, score_image, score_text
+from actors.judge.heuristics import VISIBLE_DEFECTS, Scored, score_image, score_text
 from actors.judge.llm import (
     Verdict,
     VerdictError,
@@ -35,6 +42,9 @@ from actors.judge.llm import (
     load_litellm,
     parse_verdict,
 )
+
+if TYPE_CHECKING:
+    from asya_agents.storage import StoragePolicy
 
 __all__ = ["DEFAULT_ADJUSTMENTS", "Judge", "Verdict", "VerdictError"]
 
@@ -62,6 +72,9 @@ DEFAULT_ADJUSTMENTS: dict[str, dict[str, float]] = {
     "blurry": {"sharpen": 60.0},
     "dull_colours": {"saturation": 0.15},
     "colour_cast": {"white_balance": 0.2},
+    "blown_highlights": {"exposure": -0.06},
+    "crushed_shadows": {"exposure": 0.05},
+    "over_saturated": {"saturation": -0.2},
     "unchanged": {"strength": 0.1},
     "over_processed": {"strength": -0.1},
 }
@@ -94,6 +107,7 @@ class Judge:
         image_max_side: int = 768,
         adjustments: dict[str, dict[str, float]] | None = None,
         context_keys: list[str] | None = None,
+        storage: StoragePolicy | None = None,
     ) -> None:
         if not 0.0 <= reject <= accept <= 1.0:
             raise ValueError(f"need 0 <= reject <= accept <= 1, got reject={reject}, "
@@ -116,6 +130,7 @@ class Judge:
         self.backend = self._pick_backend(backend)
         if self.backend == "llm":
             load_litellm()  # at startup, in one thread; a missing package fails here
+        self.storage = storage
         self._blob: Any = None  # one S3 client per replica, made on first use
 
     def _pick_backend(self, backend: str) -> str:
@@ -141,6 +156,10 @@ class Judge:
         loops = int(payload.get("judge_loops", 0))
         rest = list(envelope["route"]["next"])
         reasons = list(verdict.reasons)
+        seen = [d for d in verdict.defects if d in VISIBLE_DEFECTS]
+        if label == "accept" and self.backend == "heuristic" and seen:
+            label = "uncertain"  # statistics that see a defect do not wave it through
+            reasons.append(f"accepted by score, but {', '.join(seen)}: a person decides")
         if label == "accept":
             nxt = rest
         elif label == "reject" and loops < self.max_loops:
@@ -212,7 +231,7 @@ class Judge:
         if self._blob is None:
             from asya_agents.blob import BlobStore
 
-            self._blob = BlobStore()
+            self._blob = BlobStore(policy=self.storage)
         return (self._blob.read_bytes(payload["image_url"]),
                 self._blob.read_bytes(payload["enhanced_url"]))
 

@@ -1,7 +1,8 @@
 """Asking an LLM for a verdict through litellm, and refusing answers that are not one.
 
 litellm is imported lazily (only the LLM backend needs it), in offline mode so that
-importing it never reaches the network for its price list. Every call passes
+importing it never reaches the network for its price list, by the one loader every LLM
+actor shares (:func:`actors.llm.client.load_litellm`). Every call passes
 ``num_retries=0``: a provider error (429, 5xx, timeout) is raised as litellm raised it,
 and the actor's manifest (the ``llm-resilient`` flavor) decides on retries, backoff and
 ``Retry-After``; nothing here sleeps or retries.
@@ -12,12 +13,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from actors.llm.client import load_litellm
 
 __all__ = ["Verdict", "VerdictError", "complete", "data_url", "load_litellm",
            "parse_verdict"]
@@ -38,25 +39,6 @@ class Verdict(BaseModel):
     verdict: Literal["accept", "uncertain", "reject"] | None = None
     reasons: list[str] = Field(default_factory=list)
     defects: list[str] = Field(default_factory=list)
-
-
-_IMPORT = threading.Lock()
-
-
-def load_litellm() -> Any:
-    """Import litellm once. Call it from ``__init__`` (one thread, at startup): handler
-    threads importing it concurrently for the first time can see it half-initialised."""
-    with _IMPORT:
-        # litellm reads these when it is imported: no price-list download, no telemetry.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-        try:
-            import litellm
-        except ImportError as exc:
-            raise ImportError(
-                f"the LLM judge needs litellm: pip install 'asya-agents[judge]' ({exc})"
-            ) from exc
-    return litellm
 
 
 def complete(*, model: str, messages: list[dict[str, Any]], api_base: str | None,

@@ -28,6 +28,9 @@ __all__ = ["crd", "operator", "render"]
 @click.option("--queue-prefix", default="asya", show_default=True)
 @click.option("--sqs-region", default="us-east-1", show_default=True)
 @click.option("--sqs-endpoint", default=None, help="SQS endpoint URL (LocalStack, moto)")
+@click.option("--redis-url", default=None,
+              help="Redis of actor-wide rate limits for actors that name none "
+                   "(spec.resiliency.rateLimit.redisUrl); without it such an actor is refused")
 @click.option("--overrides", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="AsyncActor documents merged over the mesh's actors")
 @click.option("--flavors", "flavor_dirs", multiple=True,
@@ -35,13 +38,14 @@ __all__ = ["crd", "operator", "render"]
               help="More folders of Flavor files, for --overrides")
 def render(mesh: Path, out_dir: Path, transport: str | None, runtime_image: str,
            image_root: str, project_root: Path | None, queue_prefix: str, sqs_region: str,
-           sqs_endpoint: str | None, overrides: Path | None,
+           sqs_endpoint: str | None, redis_url: str | None, overrides: Path | None,
            flavor_dirs: tuple[Path, ...]) -> None:
     """Write Kubernetes manifests for MESH into a kustomize folder.
 
     Per actor a Deployment and a KEDA ScaledObject; per mesh the mesh ConfigMap, a
     ServiceAccount, a TriggerAuthentication (reading a Secret), the crew actors and the
-    review console. Same input, same bytes.
+    review console. Same input, same bytes. An actor with an actor-wide rateLimit needs a
+    Redis every replica reaches: its own redisUrl, or --redis-url.
     """
     from asya_agents.k8s.render import (
         RenderOptions,
@@ -60,6 +64,7 @@ def render(mesh: Path, out_dir: Path, transport: str | None, runtime_image: str,
         transport=kind,  # type: ignore[arg-type]
         runtime_image=runtime_image, image_root=image_root, project_root=project_root,
         queue_prefix=queue_prefix, sqs_region=sqs_region, sqs_endpoint=sqs_endpoint,
+        redis_url=redis_url,
     )
     written = write_rendered(render_mesh(loaded, options), out_dir)
     click.echo(f"wrote {len(written)} files for mesh {loaded.name} ({kind}) to {out_dir}")

@@ -16,6 +16,7 @@ from asya_agents.cli.app import main, mesh_options, open_mesh, run
 from asya_agents.context import MeshContext
 from asya_agents.envelope import Envelope
 from asya_agents.errors import UnknownActorError
+from asya_agents.status import served
 from asya_agents.stores import ResultStore
 
 __all__ = ["results", "send", "status", "up"]
@@ -23,20 +24,49 @@ __all__ = ["results", "send", "status", "up"]
 
 @main.command()
 @mesh_options
-def up(mesh: Path, transport: str | None, state_dir: Path | None) -> None:
+@click.option("--gateway", "with_gateway", is_flag=True,
+              help="Also run `asya gateway` beside the replicas (see docs/gateway.md)")
+@click.option("--gateway-host", default=None, help="The gateway's address [127.0.0.1]")
+@click.option("--gateway-port", type=click.IntRange(0, 65535), default=None,
+              help="The gateway's port [8080]")
+@click.option("--gateway-insecure", is_flag=True,
+              help="The gateway serves without credentials when no keys are set")
+def up(mesh: Path, transport: str | None, state_dir: Path | None, with_gateway: bool,
+       gateway_host: str | None, gateway_port: int | None, gateway_insecure: bool) -> None:
     """Run MESH on this machine until SIGINT/SIGTERM.
 
     Each actor runs in its own processes, scaled 0..N from its queue depth with KEDA's
     semantics (the manifest's spec.scaling). Stopping drains in-flight work first.
+    Every handler is imported and its spec.config checked against it first: a mistake
+    stops here, with one line naming the file, the actor and the handler. With
+    --gateway, the gateway runs beside the replicas and stops with them.
     """
     from asya_agents.observe.logs import configure_logging
+    from asya_agents.preflight import check_mesh
     from asya_agents.supervisor import run_supervisor
 
     ctx = open_mesh(mesh, transport, state_dir)
+    check_mesh(ctx.loaded)
+    gateway = _gateway_args(ctx, gateway_host, gateway_port, gateway_insecure) \
+        if with_gateway else None
     configure_logging(actor="supervisor", fmt=ctx.settings.mesh.log_format,
                       level=ctx.settings.mesh.log_level)
     click.echo(f"mesh {ctx.name} on {ctx.kind} (state: {ctx.state_dir}); Ctrl-C stops")
-    run(run_supervisor(ctx))
+    run(run_supervisor(ctx, gateway=gateway))
+
+
+def _gateway_args(ctx: MeshContext, host: str | None, port: int | None,
+                  insecure: bool) -> list[str]:
+    """The flags of the gateway ``up --gateway`` starts, its credentials checked now."""
+    from asya_agents.gateway import require
+
+    require()
+    from asya_agents.gateway.server import credentials
+
+    host = host or ctx.settings.gateway.host
+    credentials(ctx, insecure=insecure, host=host)
+    args = ["--host", host, "--port", str(ctx.settings.gateway.port if port is None else port)]
+    return [*args, "--insecure"] if insecure else args
 
 
 def _parse_payload(_: click.Context, __: click.Parameter, value: str) -> Any:
@@ -63,16 +93,41 @@ def send(mesh: Path, transport: str | None, state_dir: Path | None, payload: Any
         raise click.BadParameter(str(exc), param_hint="--route") from exc
     envelopes = [Envelope.create(payload, actors) for _ in range(count)]
 
-    async def push() -> None:
+    async def push() -> bool | None:
         async with ctx.connected() as tr:
             await ctx.send(tr, envelopes)
+            return await served(ctx.supervisor(), tr, actors[0])
 
-    run(push())
+    running = run(push())
     ids = [e.id for e in envelopes]
     click.echo(f"sent {count} envelope(s) to {actors[0]}: {', '.join(ids[:5])}"
                + (" …" if count > 5 else ""))
+    if not running:
+        up = " ".join(["asya up", str(mesh), *(["--transport", transport] if transport else []),
+                       *(["--state-dir", str(state_dir)] if state_dir else [])])
+        _warn_unserved(ctx, actors[0], count, running, up)
+        if wait and timeout is None and ctx.kind == "embedded":
+            # Only `asya up` serves an embedded mesh: waiting would never end. A --timeout
+            # bounds the wait, so then it waits (for a supervisor started meanwhile).
+            click.secho(f"not waiting: nothing would end them; start the mesh ({up}), then "
+                        f"follow them with: asya results {mesh}", fg="yellow", err=True)
+            sys.exit(4)
     if wait:
         sys.exit(1 if _wait(ctx.results(), ids, timeout) else 0)
+
+
+def _warn_unserved(ctx: MeshContext, queue: str, count: int, running: bool | None,
+                   up: str) -> None:
+    """Say on stderr that what was sent waits, since nothing seems to run the mesh;
+    on a broker a cluster may still scale it from zero, which no count shows."""
+    where = f"no supervisor is running for mesh {ctx.name} (state: {ctx.state_dir})"
+    if ctx.kind != "embedded":
+        seen = "nothing consumes" if running is False else "the broker cannot tell what consumes"
+        where += f" and {seen} queue {queue} on {ctx.kind}; unless a cluster scales it from zero,"
+    else:
+        where += ":"
+    click.secho(f"warning: {where} the {count} envelope(s) wait in the queue; start one "
+                f"with: {up}", fg="yellow", err=True)
 
 
 def _wait(store: ResultStore, ids: list[str], timeout: float | None) -> int:
@@ -194,19 +249,43 @@ def results(mesh: Path, transport: str | None, state_dir: Path | None, status_: 
 
 @main.command()
 @mesh_options
-@click.argument("envelope_id")
-def replay(mesh: Path, transport: str | None, state_dir: Path | None, envelope_id: str) -> None:
-    """Send a failed envelope back to the actor where it failed, as a first attempt."""
-    from asya_agents.crew import replay_failed
+@click.argument("envelope_id", required=False)
+@click.option("--unfinished", is_flag=True,
+              help="Send every replay that was recorded but never sent (its sender died)")
+def replay(mesh: Path, transport: str | None, state_dir: Path | None,
+           envelope_id: str | None, unfinished: bool) -> None:
+    """Send a failed envelope back to the actor where it failed, as a first attempt.
 
+    The replay is recorded before it is sent: from then on the envelope is no longer
+    listed as failed, and its next end (however fast) replaces the failure. A replay
+    that could not be sent stays recorded; run the same command again to send it.
+    """
+    from asya_agents.crew import finish_replays, replay_failed
+    from asya_agents.errors import StoreError, TransportError
+
+    if (envelope_id is None) == (not unfinished):
+        raise click.UsageError("give an ENVELOPE_ID or --unfinished (not both)")
     ctx = open_mesh(mesh, transport, state_dir)
-    rec = ctx.results().get(envelope_id)
-    if rec is None or rec.status != "failed":
-        raise click.BadParameter(f"no failed envelope {envelope_id!r}", param_hint="ENVELOPE_ID")
 
-    async def push() -> Envelope:
+    async def push(envelope_id: str) -> Envelope:
         async with ctx.connected() as tr:
             return await replay_failed(ctx.results(), tr, envelope_id)
 
-    envelope = run(push())
+    async def sweep() -> list[str]:
+        async with ctx.connected() as tr:
+            return await finish_replays(ctx.results(), tr)
+
+    if envelope_id is None:
+        done = run(sweep())
+        click.echo(f"sent {len(done)} unfinished replay(s)" +
+                   (f": {', '.join(done)}" if done else ""))
+        return
+    try:
+        envelope = run(push(envelope_id))
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="ENVELOPE_ID") from exc
+    except TransportError as exc:
+        raise TransportError(f"the replay of {envelope_id} is recorded but was not sent "
+                             f"({exc}); run `asya replay {mesh} {envelope_id}` again to "
+                             "send it") from exc
     click.echo(f"replayed {envelope_id} to {envelope.route.curr}")

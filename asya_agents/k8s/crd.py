@@ -180,6 +180,12 @@ def actor_spec_schema(*, for_flavor: bool = False) -> dict[str, Any]:
             props[name]["description"] = text
     props["config"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
                        "description": SPEC_DESCRIPTIONS["config"]}
+    # Kept open to the API server, which would prune a misspelled key silently: the
+    # operator reads them with the models, which name that key in a status condition.
+    _open = {"x-kubernetes-preserve-unknown-fields": True, "type": "object"}
+    props["resources"] = {**_open, "description": SPEC_DESCRIPTIONS["resources"]}
+    props["tolerations"] = {"items": dict(_open), "type": "array",
+                            "description": SPEC_DESCRIPTIONS["tolerations"]}
     if for_flavor:
         del props["flavors"]
         schema.pop("required", None)

@@ -16,11 +16,11 @@ no others.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from asya_agents.envelope import ERROR_END, HAPPY_END
+from asya_agents.envelope import DEFAULT_HOP_LIMIT, ERROR_END, HAPPY_END
 from asya_agents.errors import ManifestError
 from asya_agents.k8s.crd import dump_yaml
 from asya_agents.k8s.options import RenderOptions
@@ -54,16 +54,26 @@ def _actor_document(actor: AsyncActor) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class MeshLayout:
-    """The mesh as a cluster sees it: its name, its default route and where its code
-    lives inside the image."""
+    """The mesh as a cluster sees it: its name, its default route, where its code
+    lives inside the image, the folders and buckets its URLs may name
+    (``spec.storage``, carried as written) and its hop limit (``spec.hopLimit``)."""
 
     name: str
     route: list[str]
     python_path: list[str]
+    storage: dict[str, Any] = field(default_factory=dict)
+    hop_limit: int = DEFAULT_HOP_LIMIT
+    #: ``spec.gateway`` as written, ``None`` when the mesh asks for no gateway.
+    gateway: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, loaded: LoadedMesh, options: RenderOptions) -> MeshLayout:
-        return cls(loaded.name, loaded.route, _image_python_paths(loaded, options))
+        storage = loaded.mesh.spec.storage.model_dump(exclude_defaults=True)
+        gateway = loaded.mesh.spec.gateway
+        return cls(loaded.name, loaded.route, _image_python_paths(loaded, options), storage,
+                   hop_limit=loaded.mesh.spec.hopLimit,
+                   gateway=None if gateway is None else
+                   gateway.model_dump(mode="json", exclude_defaults=True))
 
 
 @dataclass(frozen=True)
@@ -77,11 +87,16 @@ class MeshFiles:
 
 def mesh_files(layout: MeshLayout, actors: list[AsyncActor],
                options: RenderOptions) -> MeshFiles:
-    mesh = {
-        "apiVersion": API_VERSION, "kind": "Mesh", "metadata": {"name": layout.name},
-        "spec": {"route": layout.route, "transport": options.transport, "flavorPaths": [],
-                 "pythonPath": layout.python_path},
-    }
+    spec: dict[str, Any] = {"route": layout.route, "transport": options.transport,
+                            "flavorPaths": [], "pythonPath": layout.python_path}
+    if layout.storage:
+        spec["storage"] = layout.storage
+    if layout.hop_limit != DEFAULT_HOP_LIMIT:
+        spec["hopLimit"] = layout.hop_limit
+    if layout.gateway is not None:
+        spec["gateway"] = layout.gateway  # its replicas then write hop events
+    mesh = {"apiVersion": API_VERSION, "kind": "Mesh", "metadata": {"name": layout.name},
+            "spec": spec}
     mesh_text = dump_yaml([mesh])
     docs = {a.name: dump_yaml([_actor_document(a)]) for a in actors}
     names = ",".join(sorted([*docs, HAPPY_END, ERROR_END]))

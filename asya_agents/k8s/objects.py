@@ -232,8 +232,9 @@ def render_actor(actor: AsyncActor, mesh: str, options: RenderOptions, mesh_dige
         mesh=mesh, name=actor.name, component="actor",
         image=spec.image or options.runtime_image, timeout=spec.resiliency.actorTimeout,
         env=env, env_from=[{"secretRef": {"name": s}} for s in spec.envFromSecrets],
-        resources=spec.resources, node_selector=spec.nodeSelector,
-        tolerations=spec.tolerations,
+        resources=spec.resources.model_dump(exclude_unset=True),
+        node_selector=spec.nodeSelector,
+        tolerations=[t.model_dump(exclude_unset=True) for t in spec.tolerations],
     )
     return [_deployment(rep, options, mesh_digest),
             _scaled_object(mesh, actor.name, "actor", spec.scaling, options)]

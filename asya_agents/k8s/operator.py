@@ -39,6 +39,7 @@ from asya_agents.k8s.render import (
     Rendered,
     RenderOptions,
     check_actor,
+    cluster_rate_limit,
     queue_name,
     render_layout,
 )
@@ -178,6 +179,7 @@ class Operator:
             try:
                 actor = parse_actor(_document(body), Path(where), flavors)
                 check_actor(actor, where)
+                cluster_rate_limit(actor, self.options, file=where)
             except ManifestError:
                 continue
             actors[actor.name], bodies[actor.name] = actor, body

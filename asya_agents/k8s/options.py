@@ -49,6 +49,9 @@ class RenderOptions:
     sqs_endpoint: str | None = None
     termination_margin: int = 30
     service_account: str = "asya-actor"
+    #: The Redis that actor-wide rate limits use where an actor names none (its
+    #: ``rateLimit.redisUrl`` unset, i.e. the pod itself): ``asya render --redis-url``.
+    redis_url: str | None = None
 
 
 def queue_name(options: RenderOptions, mesh: str, actor: str) -> str:

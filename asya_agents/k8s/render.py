@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from asya_agents.k8s.crd import dump_yaml
+from asya_agents.k8s.gateway import render_gateway
 from asya_agents.k8s.meshfolder import MeshLayout, mesh_config_map, mesh_files
 from asya_agents.k8s.objects import (
     render_actor,
@@ -45,7 +46,7 @@ from asya_agents.k8s.objects import (
 )
 from asya_agents.k8s.options import HEARTBEAT_FILE, RUN_AS, RenderOptions, queue_name
 from asya_agents.k8s.overrides import apply_overrides
-from asya_agents.k8s.validate import check_actor
+from asya_agents.k8s.validate import check_actor, cluster_rate_limit
 from asya_agents.manifest import AsyncActor, LoadedMesh
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Rendered",
     "apply_overrides",
     "check_actor",
+    "cluster_rate_limit",
     "kustomization",
     "queue_name",
     "render_layout",
@@ -78,8 +80,11 @@ class Rendered:
 
 def render_layout(layout: MeshLayout, actors: list[AsyncActor], options: RenderOptions,
                   *, sources: dict[str, str] | None = None) -> Rendered:
-    """Every object of a mesh on a cluster, grouped into files."""
-    actors = sorted(actors, key=lambda a: a.name)
+    """Every object of a mesh on a cluster, grouped into files. An actor-wide rate
+    limit needs a Redis every replica reaches (:func:`cluster_rate_limit`)."""
+    where = sources or {}
+    actors = sorted((cluster_rate_limit(a, options, file=where.get(a.name, a.name))
+                     for a in actors), key=lambda a: a.name)
     files = mesh_files(layout, actors, options)
     out = Rendered()
     out.files["mesh-configmap.yaml"] = [mesh_config_map(layout.name, files.data)]
@@ -91,6 +96,9 @@ def render_layout(layout: MeshLayout, actors: list[AsyncActor], options: RenderO
             file=(sources or {}).get(actor.name, ""))
     out.files.update(render_crew(layout.name, options, files.digests[""]))
     out.files["review-console.yaml"] = render_console(layout.name, options, files.digests[""])
+    if layout.gateway is not None:
+        out.files["gateway.yaml"] = render_gateway(layout.name, layout.gateway, options,
+                                                   files.digests[""])
     return out
 
 

@@ -49,11 +49,12 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 class AdmissionReport(Protocol):
     """What an :class:`~asya_agents.runtime.Admission` may also report for the gauges.
 
-    Both methods are optional: an admission without them shows a closed breaker and
-    no rate limit hits (an admission with a ``breaker`` attribute whose ``state`` is
-    one of :data:`BREAKER_STATES` is read from there; ``rate_limited() -> bool``, when
-    present, becomes the ``asya_rate_limited`` gauge). They are called from the
-    metrics server's thread, so they should only read plain attributes.
+    Every method is optional: an admission without them shows a closed breaker, no
+    rate limit hits and a reachable rate-limit store (an admission with a ``breaker``
+    attribute whose ``state`` is one of :data:`BREAKER_STATES` is read from there;
+    ``rate_limited() -> bool``, when present, becomes the ``asya_rate_limited`` gauge).
+    They are called from the metrics server's thread, so they should only read plain
+    attributes.
     """
 
     def breaker_state(self) -> str:
@@ -62,6 +63,14 @@ class AdmissionReport(Protocol):
 
     def rate_limit_hits(self) -> int:
         """How many times the rate limit made this replica wait, since it started."""
+        ...
+
+    def rate_limit_store_up(self) -> bool:
+        """False while the shared rate-limit store counts as unreachable."""
+        ...
+
+    def rate_limit_store_failures(self) -> int:
+        """Calls to the shared rate-limit store that failed, since the replica started."""
         ...
 
 
@@ -181,6 +190,12 @@ class _ReplicaCollector:
              bool(limited()) if callable(limited) else 0),
             (CounterMetricFamily, "asya_rate_limit_hits", "Times the rate limit made this "
              "replica wait", _call_or(admission, "rate_limit_hits", 0)),
+            (GaugeMetricFamily, "asya_rate_limit_store_up", "0 once the shared rate-limit "
+             "store has failed for rateLimit.unavailableAfter (the replica takes its share "
+             "of the limit), else 1", bool(_call_or(admission, "rate_limit_store_up", True))),
+            (CounterMetricFamily, "asya_rate_limit_store_failures", "Calls to the shared "
+             "rate-limit store that failed", _call_or(admission, "rate_limit_store_failures",
+                                                      0)),
         ]
         for family, name, doc, value in values:
             metric = family(name, doc, labels=["actor"])

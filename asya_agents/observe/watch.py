@@ -84,12 +84,30 @@ def status_table(report: dict[str, Any]) -> Any:
     from rich.text import Text
 
     table = Table(title=_title(report))
-    for col in ("actor", "depth", "in flight", "delayed", "replicas"):
+    for col in ("actor", "depth", "in flight", "delayed", "replicas", "restarts"):
         table.add_column(col, justify="left" if col == "actor" else "right")
     for name, row in report["actors"].items():
+        looping = row.get("crash_looping", False)
         table.add_row(name, str(row["depth"]), str(row["in_flight"]), str(row["delayed"]),
-                      str(row["replicas"]))
-    return Group(table, Text(", ".join(f"{k} {v}" for k, v in report["totals"].items())))
+                      Text(f"{row['replicas']} crash-looping" if looping else
+                           str(row["replicas"]), style="red" if looping else ""),
+                      str(row.get("restarts", 0)))
+    lines = [Text(", ".join(f"{k} {v}" for k, v in report["totals"].items()))]
+    lines += [_crash_line(name, row) for name, row in report["actors"].items()
+              if row.get("crash_looping")]
+    lines += [Text(f"{name}: rate limit {row['rate_limit']}", style="yellow")
+              for name, row in report["actors"].items() if row.get("rate_limit")]
+    return Group(table, *lines)
+
+
+def _crash_line(name: str, row: dict[str, Any]) -> Any:
+    """What kills a crash-looping actor's replicas, and when the next one starts."""
+    from rich.text import Text
+
+    wait = row.get("next_restart_in")
+    when = f", next start in {wait:g}s" if wait else ""
+    return Text(f"{name} is crash-looping ({row.get('restarts', 0)} restarts{when}): "
+                f"{row.get('last_error') or 'no error recorded'}", style="red")
 
 
 def render(report: dict[str, Any]) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 from asya_agents.envelope import Envelope
 from asya_agents.errors import ConfigError
+from asya_agents.observe.events import EventWriter, HopEvents
 from asya_agents.observe.logs import LogObserver
 from asya_agents.observe.spans import HopTracer, build_provider
 from asya_agents.runtime import Runtime
@@ -71,10 +72,15 @@ class Instrumented:
         self._closers.clear()
 
 
-def instrument(runtime: Runtime, *, settings: MeshSettings, state_dir: Path) -> Instrumented:
-    """Plug logs, metrics and spans into ``runtime`` as ``settings`` ask."""
+def instrument(runtime: Runtime, *, settings: MeshSettings, state_dir: Path,
+               events: EventWriter | None = None) -> Instrumented:
+    """Plug logs, metrics and spans into ``runtime`` as ``settings`` ask, and hop events
+    for the gateway when ``events`` is given (which :meth:`Instrumented.close` closes)."""
     done = Instrumented()
     observers: list[Observer] = [LogObserver()]
+    if events is not None:
+        observers.append(HopEvents.of(runtime, events))
+        done._closers.append(events.close)
     if settings.metrics_port >= 0:
         observers.extend(_metrics(runtime, settings, state_dir, done))
     provider = build_provider(settings.trace_export)

@@ -9,6 +9,16 @@ Three independent brakes, each in its own module, consulted by the receive loop:
 
 While the rate limit makes the replica wait, or a 429 cuts its concurrency, the actor is
 marked rate-limited (:mod:`.throttle`) so that the local autoscaler adds no replicas.
+
+The shared bucket's store (Redis, SQLite) can become unreachable. :class:`SharedBucket`
+bounds what that costs: the replica holds (takes nothing, tries the store again every
+second) for ``rateLimit.unavailableAfter``, so a blip never lets more through than the
+limit; after that it reports the store unreachable (a metric, a mark for ``asya
+status``, one error line) and takes from its own share of the limit (``perSecond /
+scaling.maxReplicaCount``), trying the store every few seconds until it answers. The
+share keeps the whole actor under its limit with up to maxReplicaCount replicas, so a
+rate-limited provider never sees more than it allows, and the mesh keeps moving
+instead of stalling silently behind a store nobody can reach.
 """
 
 from __future__ import annotations
@@ -23,10 +33,10 @@ from asya_agents.errors import TransportError
 from asya_agents.resiliency.adaptive import AdaptiveLimit
 from asya_agents.resiliency.breaker import CircuitBreaker
 from asya_agents.resiliency.limiter import TokenBucket, refill
-from asya_agents.resiliency.throttle import ThrottleMarks
+from asya_agents.resiliency.throttle import OutageMarks, ThrottleMarks
 from asya_agents.seams import Admission
 
-__all__ = ["ResilientAdmission"]
+__all__ = ["ResilientAdmission", "SharedBucket"]
 
 log = logging.getLogger("asya.resiliency")
 
@@ -36,11 +46,92 @@ _NAP = 0.2
 _PACE_BURST = 0.1
 #: How long one throttling event keeps the actor marked rate-limited.
 _MARK_FOR = 10.0
+#: Seconds between tries of a failing rate-limit store while the replica holds, and
+#: once it runs on its own share of the limit.
+_RETRY_EVERY = 1.0
+_PROBE_EVERY = 5.0
 
 
 async def _nap(seconds: float, stop: asyncio.Event) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), max(min(seconds, _NAP), 0.001))
+
+
+class SharedBucket:
+    """The actor's shared ``bucket``, and ``share`` (this replica's part of the limit)
+    for when the bucket's store has failed for ``unavailable_after`` seconds."""
+
+    def __init__(self, bucket: TokenBucket, share: TokenBucket, *, actor: str,
+                 unavailable_after: float, marks: OutageMarks | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.bucket, self.share, self.actor = bucket, share, actor
+        self.unavailable_after = unavailable_after
+        self.marks = marks
+        self._clock = clock
+        self.failures = 0
+        self.down_since: float | None = None
+        self.unreachable = False
+        self._retry_at = 0.0
+        self._shared_grant = True
+
+    async def take(self, want: int) -> tuple[int, float]:
+        now = self._clock()
+        if now < self._retry_at:  # the store failed: not tried again before _retry_at
+            return await self._from_share(want) if self.unreachable \
+                else (0, self._retry_at - now)
+        try:
+            got = await self.bucket.take(want)
+        except TransportError as exc:
+            return await self._failed(exc, want, now)
+        self._recovered(now)
+        self._shared_grant = True
+        return got
+
+    async def _from_share(self, want: int) -> tuple[int, float]:
+        self._shared_grant = False
+        return await self.share.take(want)
+
+    async def _failed(self, exc: TransportError, want: int, now: float) -> tuple[int, float]:
+        self.failures += 1
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("rate-limit store of %s failed; taking nothing for up to %gs while "
+                        "it is tried again: %s", self.actor, self.unavailable_after, exc)
+        if now - self.down_since < self.unavailable_after:
+            self._retry_at = now + _RETRY_EVERY
+            return 0, _RETRY_EVERY
+        if not self.unreachable:
+            self.unreachable = True
+            log.error("rate-limit store of %s unreachable for %gs: this replica now takes "
+                      "its share of the limit until the store answers: %s", self.actor,
+                      now - self.down_since, exc)
+        self._retry_at = now + _PROBE_EVERY
+        if self.marks is not None:
+            with contextlib.suppress(OSError):
+                self.marks.mark(self.actor, since=self.down_since, error=str(exc), now=now)
+        return await self._from_share(want)
+
+    def _recovered(self, now: float) -> None:
+        if self.down_since is None:
+            return
+        log.warning("rate-limit store of %s answers again after %.0fs", self.actor,
+                    now - self.down_since)
+        self.down_since, self.unreachable = None, False
+        if self.marks is not None:
+            self.marks.clear(self.actor)
+
+    async def give_back(self, count: int) -> None:
+        if not self._shared_grant:
+            await self.share.give_back(count)
+            return
+        with contextlib.suppress(TransportError):
+            await self.bucket.give_back(count)
+
+    async def close(self) -> None:
+        if self.marks is not None:
+            self.marks.clear(self.actor)
+        await self.share.close()
+        await self.bucket.close()
 
 
 class ResilientAdmission(Admission):
@@ -147,6 +238,14 @@ class ResilientAdmission(Admission):
     def rate_limit_hits(self) -> int:
         """How often a rate limit (shared or this replica's pace) made it wait."""
         return self._hits
+
+    def rate_limit_store_up(self) -> bool:
+        """False once the shared store has failed for ``unavailableAfter``."""
+        return not (isinstance(self.bucket, SharedBucket) and self.bucket.unreachable)
+
+    def rate_limit_store_failures(self) -> int:
+        """Calls to the shared store that failed, since the replica started."""
+        return self.bucket.failures if isinstance(self.bucket, SharedBucket) else 0
 
     def rate_limited(self) -> bool:
         return self._marked_until > self._clock()

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asya_agents.resiliency.adaptive import AdaptiveLimit
-from asya_agents.resiliency.admission import ResilientAdmission
+from asya_agents.resiliency.admission import ResilientAdmission, SharedBucket
 from asya_agents.resiliency.breaker import CircuitBreaker
-from asya_agents.resiliency.limiter import open_bucket
+from asya_agents.resiliency.limiter import LocalBucket, TokenBucket, open_bucket
 from asya_agents.resiliency.retry import PolicySet
-from asya_agents.resiliency.spec import ResiliencySpec
-from asya_agents.resiliency.throttle import ThrottleMarks
+from asya_agents.resiliency.spec import RateLimitSpec, ResiliencySpec
+from asya_agents.resiliency.throttle import OutageMarks, ThrottleMarks
 from asya_agents.seams import Admission, FailurePolicy, NoRetries
 
-__all__ = ["admission", "failure_policy"]
+__all__ = ["admission", "failure_policy", "shared_bucket"]
 
 
 def failure_policy(spec: ResiliencySpec, *,
@@ -27,18 +27,37 @@ def failure_policy(spec: ResiliencySpec, *,
     return PolicySet(spec.policies, clock=clock)
 
 
+def shared_bucket(spec: RateLimitSpec, *, actor: str, mesh: str, transport: str,
+                  state_dir: Path, max_replicas: int = 1,
+                  clock: Callable[[], float] = time.time) -> TokenBucket:
+    """The actor's rate-limit bucket; a shared one comes with this replica's share of
+    the limit (``perSecond / max_replicas``) for while its store is unreachable."""
+    bucket = open_bucket(spec, name=f"{mesh}/{actor}", transport=transport,
+                         state_dir=state_dir, clock=clock)
+    if isinstance(bucket, LocalBucket):
+        return bucket  # in this process: it cannot become unreachable
+    replicas = max(max_replicas, 1)
+    share = LocalBucket(spec.perSecond / replicas, max(1, spec.burst // replicas),
+                        clock=clock)
+    return SharedBucket(bucket, share, actor=actor, unavailable_after=spec.unavailableAfter,
+                        marks=OutageMarks(state_dir), clock=clock)
+
+
 def admission(
     spec: ResiliencySpec, *, actor: str, mesh: str, concurrency: int, transport: str,
-    state_dir: Path, clock: Callable[[], float] = time.time,
+    state_dir: Path, max_replicas: int = 1, clock: Callable[[], float] = time.time,
 ) -> Admission:
-    """The runtime's admission for this actor; the plain one when nothing is declared."""
+    """The runtime's admission for this actor; the plain one when nothing is declared.
+    ``max_replicas`` (``spec.scaling.maxReplicaCount``) sizes a replica's share of a
+    shared rate limit."""
     if spec.rateLimit is None and spec.circuitBreaker is None and \
             spec.adaptiveConcurrency is None:
         return Admission()
     breaker = CircuitBreaker(spec.circuitBreaker, clock=clock) if spec.circuitBreaker else None
     adaptive = AdaptiveLimit(spec.adaptiveConcurrency, ceiling=concurrency, clock=clock) \
         if spec.adaptiveConcurrency else None
-    bucket = open_bucket(spec.rateLimit, name=f"{mesh}/{actor}", transport=transport,
-                         state_dir=state_dir, clock=clock) if spec.rateLimit else None
+    bucket = shared_bucket(spec.rateLimit, actor=actor, mesh=mesh, transport=transport,
+                           state_dir=state_dir, max_replicas=max_replicas,
+                           clock=clock) if spec.rateLimit else None
     return ResilientAdmission(actor=actor, breaker=breaker, adaptive=adaptive, bucket=bucket,
                               marks=ThrottleMarks(state_dir), clock=clock)

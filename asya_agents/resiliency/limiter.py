@@ -162,6 +162,10 @@ return {granted, tostring(wait)}
 """
 
 
+#: Seconds a call to Redis may take before it counts as failed.
+_TIMEOUT = 2.0
+
+
 class RedisBucket:
     """The bucket as a Redis hash, changed only by one atomic Lua script."""
 
@@ -176,7 +180,10 @@ class RedisBucket:
             ) from exc
         self.url, self.key, self.rate, self.burst = url, f"asya:ratelimit:{name}", rate, burst
         self._clock = clock
-        self._client: Any = aredis.Redis.from_url(url)
+        # Bounded calls: a take that hangs on an unroutable host would stall the
+        # replica as surely as one that waits forever (admission.SharedBucket).
+        self._client: Any = aredis.Redis.from_url(url, socket_connect_timeout=_TIMEOUT,
+                                                  socket_timeout=_TIMEOUT)
         self._script: Any = self._client.register_script(_LUA)
 
     async def _call(self, want: int) -> tuple[int, float]:

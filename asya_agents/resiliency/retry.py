@@ -3,7 +3,8 @@
 Named policies are tried in the order the manifest lists them; the first whose
 ``match`` fits the error decides, and ``default`` (if any) takes the rest. An error
 that says the envelope itself is wrong (altered history, unknown actor, too large,
-unreadable) is never retried: the next attempt would fail the same way.
+unreadable) is never retried, nor is a URL the storage policy refused: the next attempt
+would fail the same way.
 
 The delay is the backoff for the attempt that just failed (constant, linear or
 exponential from ``initialInterval``, capped at ``maxInterval``), shortened at random by
@@ -28,7 +29,7 @@ from asya_agents.seams import Decision, reason_of
 __all__ = ["PolicySet", "backoff_delay"]
 
 #: Errors about the envelope, not the call: retrying cannot help.
-_NEVER_RETRY = (errors.EnvelopeError, errors.MessageTooLarge)
+_NEVER_RETRY = (errors.EnvelopeError, errors.MessageTooLarge, errors.BlobRefused)
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, *, rng: random.Random) -> float:

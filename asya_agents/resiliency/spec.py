@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from asya_agents.durations import Duration
 
 __all__ = [
+    "DEFAULT_MAX_DELIVERIES",
     "AdaptiveConcurrencySpec",
     "CircuitBreakerSpec",
     "RateLimitSpec",
@@ -27,6 +28,9 @@ __all__ = [
 #: ``429``, ``5xx``, ``500-599``; or ``module.Class`` (a dotted path, the module included).
 _STATUS = re.compile(r"^(\d{3}|[1-5]xx|\d{3}-\d{3})$")
 _CLASS = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+#: Deliveries of one message an actor takes before it ends the message at ``error-end``
+#: (reason ``delivery-limit``) instead of handing it to the handler again.
+DEFAULT_MAX_DELIVERIES = 10
 
 
 def check_match(value: str | int) -> str:
@@ -101,6 +105,12 @@ class RateLimitSpec(_Spec):
         "embedded transport, Redis otherwise; local = per replica (tests only)",
     )
     redisUrl: str = Field(default="redis://127.0.0.1:6379/0", description="for store redis")
+    unavailableAfter: Duration = Field(
+        default=30.0, gt=0,
+        description="when the store has failed this long, the replica reports it "
+        "unreachable and limits itself to perSecond / scaling.maxReplicaCount until the "
+        "store answers again",
+    )
 
 
 class CircuitBreakerSpec(_Matching):
@@ -139,6 +149,13 @@ class AdaptiveConcurrencySpec(_Matching):
 
 class ResiliencySpec(_Spec):
     actorTimeout: Duration = 300.0
+    maxDeliveries: int = Field(
+        default=DEFAULT_MAX_DELIVERIES, ge=1,
+        description="deliveries of one message (of one attempt) that may end without a "
+        "result, the replica dying with it (a crash, an OOM kill, os._exit, a lease that "
+        "ran out), before the next delivery goes to error-end with reason delivery-limit "
+        "instead of to the handler; below the broker's own limit",
+    )
     policies: dict[str, RetryPolicy] = Field(default_factory=dict)
     rateLimit: RateLimitSpec | None = None
     circuitBreaker: CircuitBreakerSpec | None = None

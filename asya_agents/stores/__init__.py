@@ -27,10 +27,13 @@ __all__ = ["ResultRecord", "ResultStore", "SQLiteResultStore", "Totals", "open_r
            "open_review_store"]
 
 
-def open_result_store(url: str | None, *, state_dir: Path) -> ResultStore:
-    """The store at ``url``, or SQLite in ``state_dir`` when ``url`` is unset."""
+def open_result_store(url: str | None, *, state_dir: Path,
+                      mesh: str | None = None) -> ResultStore:
+    """The store at ``url``, or SQLite in ``state_dir`` when ``url`` is unset; with
+    ``mesh``, it records that mesh's rows and reads only them (see
+    :mod:`~asya_agents.stores.results`)."""
     if not url:
-        return SQLiteResultStore(state_dir / "results.db")
+        return SQLiteResultStore(state_dir / "results.db", mesh=mesh)
     if is_postgres_url(url):
         try:
             from asya_agents.stores.postgres import PostgresResultStore  # type: ignore[import-not-found,unused-ignore]
@@ -38,9 +41,9 @@ def open_result_store(url: str | None, *, state_dir: Path) -> ResultStore:
             raise ConfigError(
                 f"a PostgreSQL store needs psycopg: pip install 'asya-agents[postgres]' ({exc})"
             ) from exc
-        return PostgresResultStore(url)  # type: ignore[no-any-return,unused-ignore]
+        return PostgresResultStore(url, mesh=mesh)  # type: ignore[no-any-return,unused-ignore]
     if url.startswith("sqlite:///"):
-        return SQLiteResultStore(Path(url.removeprefix("sqlite:///")))
+        return SQLiteResultStore(Path(url.removeprefix("sqlite:///")), mesh=mesh)
     raise ConfigError(f"unknown store URL {url!r} (postgresql://… or sqlite:///path)")
 
 

@@ -1,16 +1,38 @@
-"""The result store's contract, shared by the SQLite and PostgreSQL stores."""
+"""The result store's contract, shared by the SQLite and PostgreSQL stores.
+
+A record only moves forward. Each end of an envelope has a *key*: ``(generation,
+round, rank)``, where ``generation`` is ``meta.replays`` (how often ``asya replay`` sent
+it back), ``round`` the length of ``route.prev`` at that end (every hop adds one) and
+``rank`` 0 for ``paused`` and 1 for the final ``succeeded`` and ``failed``. A write is
+applied only when its key is above the record's; any other copy (a redelivery of an
+earlier hop, a stale failure after a replay) is counted in ``duplicates`` and changes
+nothing else. So a redelivered review hop never turns ``succeeded`` back into
+``paused``, and the order in which copies arrive does not matter.
+
+Two explicit acts *reopen* an ended record, and never delete it: a review decision
+(:meth:`ResultStore.reopen`, ``paused`` → ``running``) and a replay
+(:meth:`ResultStore.mark_replay`, ``failed`` → ``replaying`` → ``running``). A reopened
+record is no ended record: reads leave it out until the envelope's next end, whose key
+is above the reopened one's by construction, replaces it.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["ENDED", "ResultRecord", "ResultStore", "Status", "Totals", "is_postgres_url",
-           "result_row"]
+__all__ = ["ENDED", "REOPENED", "Key", "ResultRecord", "ResultStore", "Row", "Status",
+           "Totals", "is_postgres_url", "key_of", "replayed", "result_row"]
 
 Status = Literal["succeeded", "failed", "paused"]
 ENDED: tuple[Status, ...] = ("succeeded", "failed", "paused")
+#: Statuses of a reopened record: a replay recorded but not yet sent (``replaying``),
+#: and an envelope sent again by a replay or a review decision (``running``).
+REOPENED = ("replaying", "running")
+#: ``(generation, round, rank)``: the order of a record's ends (module docstring).
+Key = tuple[int, int, int]
 
 
 @dataclass
@@ -55,14 +77,52 @@ def is_postgres_url(url: str | None) -> bool:
     return url is not None and url.startswith(("postgresql://", "postgres://"))
 
 
-def result_row(status: Status, envelope: dict[str, Any], now: float) -> tuple[Any, ...]:
-    """(id, root_id, status, weight, envelope JSON, error JSON, recorded_at): the columns
-    both stores write for an ended envelope."""
+def key_of(status: str, generation: int, round: int) -> Key:
+    """The key of an end: a final status ranks above ``paused`` (and a reopened
+    record) of the same generation and round."""
+    return generation, round, 1 if status in ("succeeded", "failed") else 0
+
+
+@dataclass(frozen=True)
+class Row:
+    """The columns both stores write for an ended envelope."""
+
+    id: str
+    mesh: str
+    root_id: str
+    status: str
+    weight: str
+    envelope: str
+    error: str | None
+    recorded_at: float
+    generation: int
+    round: int
+
+    @property
+    def key(self) -> Key:
+        return key_of(self.status, self.generation, self.round)
+
+
+def result_row(status: Status, envelope: dict[str, Any], now: float, *, mesh: str = ""
+               ) -> Row:
+    """The row of ``envelope`` ended with ``status`` at ``now`` in ``mesh``."""
     meta = envelope.get("meta") or {}
     error = meta.get("error")
-    return (envelope["id"], meta.get("root_id") or envelope["id"], status,
-            meta.get("weight", "1"), json.dumps(envelope),
-            json.dumps(error) if error else None, now)
+    return Row(id=envelope["id"], mesh=mesh, root_id=meta.get("root_id") or envelope["id"],
+               status=status, weight=meta.get("weight", "1"), envelope=json.dumps(envelope),
+               error=json.dumps(error) if error else None, recorded_at=now,
+               generation=int(meta.get("replays") or 0),
+               round=len((envelope.get("route") or {}).get("prev") or []))
+
+
+def replayed(envelope: dict[str, Any], generation: int) -> dict[str, Any]:
+    """The envelope a replay sends for a failed ``envelope``: a first attempt at the
+    actor where it failed, no error, ``meta.replays`` the replay's generation. A pure
+    function of the record, so an interrupted replay sends the very same envelope."""
+    out = copy.deepcopy(envelope)
+    meta = out.setdefault("meta", {})
+    meta.update(attempt=1, error=None, replays=generation)
+    return out
 
 
 class ResultStore(Protocol):
@@ -71,15 +131,42 @@ class ResultStore(Protocol):
     inline_writes: bool
 
     def record(self, status: Status, envelope: dict[str, Any]) -> bool:
-        """Record an ended envelope; False when this id already had this status (a
-        duplicate delivery, counted in ``duplicates``)."""
+        """Record an end of an envelope; False when it is no later than the record's
+        (a duplicate or stale copy, counted in ``duplicates``)."""
         ...
 
     def record_many(self, status: Status, envelopes: list[dict[str, Any]]) -> list[bool]:
         """:meth:`record` for several envelopes in one transaction (group commit)."""
         ...
 
-    def get(self, envelope_id: str) -> ResultRecord | None: ...
+    def reopen(self, envelope: dict[str, Any]) -> bool:
+        """A review decision resumes ``envelope`` (as it was parked): its ``paused``
+        record becomes ``running`` until its next end; False when the record is no
+        longer that pause (a later end already landed)."""
+        ...
+
+    def mark_replay(self, envelope_id: str) -> dict[str, Any]:
+        """Record the intent to replay failed ``envelope_id`` (``replaying``, one
+        generation on) and return the envelope to send; for a replay recorded but not
+        yet sent, the same envelope again. :class:`~asya_agents.errors.StoreError`
+        when there is no such failure."""
+        ...
+
+    def replay_sent(self, envelope_id: str, *, generation: int) -> None:
+        """The replayed envelope was accepted by the transport: ``running``."""
+        ...
+
+    def unfinished_replays(self, *, older_than: float) -> list[str]:
+        """Ids of replays recorded more than ``older_than`` seconds ago and not sent."""
+        ...
+
+    def get(self, envelope_id: str) -> ResultRecord | None:
+        """The ended record of ``envelope_id`` (``None`` while it runs)."""
+        ...
+
+    def pieces(self, root_id: str) -> list[ResultRecord]:
+        """Every ended piece of root ``root_id`` (itself, or its fan-out children)."""
+        ...
 
     def results(self, *, status: str | None = None, limit: int | None = None) -> list[ResultRecord]:
         ...
@@ -91,7 +178,7 @@ class ResultStore(Protocol):
         ...
 
     def forget(self, envelope_id: str) -> None:
-        """Drop a record (before a replay)."""
+        """Drop a record altogether (clean-up by hand; nothing in the mesh calls it)."""
         ...
 
     def close(self) -> None: ...

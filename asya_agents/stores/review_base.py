@@ -5,9 +5,11 @@ cluster); the two modules ``review_sqlite`` and ``review_postgres`` only open th
 connection and run a transaction. Three properties matter and are kept in SQL, so they
 hold across threads, processes and machines:
 
-- **Parking is idempotent**: an item is keyed by the envelope id and its *round* (the
-  length of ``route.prev`` when it was parked). A redelivered copy of the same hop is a
-  no-op; the same envelope parked again later (after a reviewer sent it back) opens a
+- **Parking is idempotent**: an item is keyed by the envelope id, its *generation*
+  (``meta.replays``: how often ``asya replay`` sent it back) and its *round* (the length
+  of ``route.prev`` when it was parked). A redelivered copy of the same hop, or of an
+  earlier one, is a no-op and a decided round stays decided; the same envelope parked
+  again later (after a reviewer sent it back, or replayed after a rejection) opens a
   new round on the same row.
 - **A decision is a compare-and-set**: ``UPDATE … WHERE status = 'pending'``; of two
   reviewers clicking at once exactly one row update succeeds, and the loser reads who
@@ -16,6 +18,9 @@ hold across threads, processes and machines:
   resumes was accepted by the transport; a publisher *claims* such rows for a lease, so
   two publishers do not both send, and a crashed one's claim expires so that a re-run
   publishes what is left.
+
+Several meshes may share one database: every item carries its mesh, and the readers
+of one mesh (its review actor's sweep, its console) pass ``mesh=`` to every read.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from asya_agents.errors import ReviewItemNotFound
-from asya_agents.stores.sql import Database, Query
+from asya_agents.stores.sql import Database, Query, columns
 
 __all__ = [
     "DECISIONS",
@@ -69,6 +74,7 @@ class ReviewItem:
     edited_payload: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     published: bool = False
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,13 +111,16 @@ class ReviewStore(Protocol):
     def decide(self, id: str, *, decision: str, reviewer: str, notes: str | None = None,
                payload: Any = None) -> DecideResult: ...
 
-    def history(self, limit: int | None = None) -> list[DecisionRecord]: ...
+    def history(self, limit: int | None = None, *, mesh: str | None = None
+                ) -> list[DecisionRecord]: ...
 
-    def counts(self) -> dict[str, int]: ...
+    def counts(self, *, mesh: str | None = None) -> dict[str, int]: ...
 
-    def due(self, now: float, *, limit: int = 100) -> list[ReviewItem]: ...
+    def due(self, now: float, *, limit: int = 100, mesh: str | None = None
+            ) -> list[ReviewItem]: ...
 
-    def claim_unpublished(self, *, lease: float = 30.0, limit: int = 100) -> list[ReviewItem]:
+    def claim_unpublished(self, *, lease: float = 30.0, limit: int = 100,
+                          mesh: str | None = None) -> list[ReviewItem]:
         ...
 
     def mark_published(self, id: str, *, round: int) -> None: ...
@@ -132,7 +141,15 @@ def score_of(payload: Any) -> float | None:
 
 
 _COLS = ("id, mesh, actor, envelope, parked_at, deadline, status, decision, decided_by,"
-         " decided_at, notes, round, score, edited, options, published")
+         " decided_at, notes, round, score, edited, options, published, generation")
+
+
+def _where(clauses: list[str], mesh: str | None) -> tuple[str, tuple[Any, ...]]:
+    """``clauses`` joined into a WHERE, with ``mesh=?`` when a mesh is given."""
+    params: tuple[Any, ...] = ()
+    if mesh is not None:
+        clauses, params = [*clauses, "mesh=?"], (mesh,)
+    return " AND ".join(clauses), params
 
 
 class SQLReviewStore:
@@ -158,25 +175,27 @@ class SQLReviewStore:
         """Park ``envelope``; False when this round of it is already parked."""
         env_id = str(envelope["id"])
         rnd = len(envelope.get("route", {}).get("prev", []))
+        gen = int((envelope.get("meta") or {}).get("replays") or 0)
         payload = envelope.get("payload")
         row = (env_id, mesh, actor, json.dumps(envelope), self._clock(), deadline, rnd,
-               score_of(payload), json.dumps(options or {}))
+               score_of(payload), json.dumps(options or {}), gen)
         with self._tx() as q:
             inserted = q(
                 "INSERT INTO review_items (id, mesh, actor, envelope, parked_at, deadline,"
-                " round, score, options, status, published) VALUES (?,?,?,?,?,?,?,?,?,"
-                " 'pending', 0) ON CONFLICT (id) DO NOTHING RETURNING id", row)
+                " round, score, options, generation, status, published) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?, 'pending', 0) ON CONFLICT (id) DO NOTHING"
+                " RETURNING id", row)
             if inserted:
                 return True
-            old = q("SELECT round FROM review_items WHERE id=?", (env_id,))
-            if old and old[0][0] >= rnd:
-                return False
-            # A later round of the same envelope (it was sent back and came again).
+            old = q("SELECT generation, round FROM review_items WHERE id=?", (env_id,))
+            if not old or tuple(old[0]) >= (gen, rnd):
+                return False  # this round (decided or not) or a later one is there
+            # A later round of the same envelope (sent back, or replayed, and here again).
             q("UPDATE review_items SET mesh=?, actor=?, envelope=?, parked_at=?, deadline=?,"
-              " round=?, score=?, options=?, status='pending', decision=NULL,"
+              " round=?, score=?, options=?, generation=?, status='pending', decision=NULL,"
               " decided_by=NULL, decided_at=NULL, notes=NULL, edited=NULL, published=0,"
-              " claim=NULL, claimed_at=NULL WHERE id=? AND round=?",
-              (*row[1:], env_id, old[0][0] if old else rnd))
+              " claim=NULL, claimed_at=NULL WHERE id=? AND generation=? AND round=?",
+              (*row[1:], env_id, *old[0]))
             return True
 
     # -- reading ------------------------------------------------------------------------
@@ -190,6 +209,7 @@ class SQLReviewStore:
             notes=row[10], round=row[11], score=row[12],
             edited_payload=json.loads(row[13]) if row[13] is not None else None,
             options=json.loads(row[14] or "{}"), published=bool(row[15]),
+            generation=row[16],
         )
 
     def get(self, id: str) -> ReviewItem | None:
@@ -217,30 +237,39 @@ class SQLReviewStore:
         with self._tx() as q:
             return [self._item(r) for r in q(sql, tuple(params))]
 
-    def due(self, now: float, *, limit: int = 100) -> list[ReviewItem]:
-        """Pending items whose deadline has passed at ``now``."""
+    def due(self, now: float, *, limit: int = 100, mesh: str | None = None
+            ) -> list[ReviewItem]:
+        """Pending items (of ``mesh``) whose deadline has passed at ``now``."""
+        where, params = _where(["status='pending'", "deadline IS NOT NULL", "deadline<=?"],
+                               mesh)
         with self._tx() as q:
-            rows = q(f"SELECT {_COLS} FROM review_items WHERE status='pending'"
-                     f" AND deadline IS NOT NULL AND deadline<=? ORDER BY deadline, id"
-                     f" LIMIT {int(limit)}", (now,))
+            rows = q(f"SELECT {_COLS} FROM review_items WHERE {where} ORDER BY deadline, id"
+                     f" LIMIT {int(limit)}", (now, *params))
         return [self._item(r) for r in rows]
 
-    def history(self, limit: int | None = None) -> list[DecisionRecord]:
-        """Decisions, newest first."""
-        sql = ("SELECT id, round, decision, reviewer, decided_at, notes FROM review_decisions"
-               " ORDER BY decided_at DESC, seq DESC")
+    def history(self, limit: int | None = None, *, mesh: str | None = None
+                ) -> list[DecisionRecord]:
+        """Decisions (on items of ``mesh``), newest first."""
+        sql = ("SELECT d.id, d.round, d.decision, d.reviewer, d.decided_at, d.notes"
+               " FROM review_decisions d")
+        params: tuple[Any, ...] = ()
+        if mesh is not None:
+            sql, params = sql + " JOIN review_items i ON i.id = d.id WHERE i.mesh=?", (mesh,)
+        sql += " ORDER BY d.decided_at DESC, d.seq DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._tx() as q:
-            return [DecisionRecord(*row) for row in q(sql, ())]
+            return [DecisionRecord(*row) for row in q(sql, params)]
 
-    def counts(self) -> dict[str, int]:
-        """``pending``, ``decided``, ``unpublished`` and one count per decision taken."""
+    def counts(self, *, mesh: str | None = None) -> dict[str, int]:
+        """``pending``, ``decided``, ``unpublished`` and one count per decision taken
+        (on items of ``mesh``)."""
         out = {"pending": 0, "decided": 0, "unpublished": 0, **dict.fromkeys(DECISIONS, 0)}
+        where, params = _where(["1=1"], mesh)
         with self._tx() as q:
             for status, decision, published, n in q(
-                    "SELECT status, decision, published, COUNT(*) FROM review_items"
-                    " GROUP BY status, decision, published", ()):
+                    f"SELECT status, decision, published, COUNT(*) FROM review_items"
+                    f" WHERE {where} GROUP BY status, decision, published", params):
                 out[status] += n
                 if status == "decided":
                     out[decision] = out.get(decision, 0) + n
@@ -274,15 +303,17 @@ class SQLReviewStore:
 
     # -- the outbox ---------------------------------------------------------------------
 
-    def claim_unpublished(self, *, lease: float = 30.0, limit: int = 100) -> list[ReviewItem]:
-        """Claim decided items whose resumption is not yet published (or whose last
-        claim is older than ``lease`` seconds: its publisher died)."""
+    def claim_unpublished(self, *, lease: float = 30.0, limit: int = 100,
+                          mesh: str | None = None) -> list[ReviewItem]:
+        """Claim decided items (of ``mesh``) whose resumption is not yet published (or
+        whose last claim is older than ``lease`` seconds: its publisher died)."""
         now, token = self._clock(), uuid.uuid4().hex
+        where, params = _where(["status='decided'", "published=0",
+                                "(claim IS NULL OR claimed_at<=?)"], mesh)
         with self._tx() as q:
             ids = [r[0] for r in q(
-                "SELECT id FROM review_items WHERE status='decided' AND published=0"
-                " AND (claim IS NULL OR claimed_at<=?) ORDER BY decided_at, id"
-                f" LIMIT {int(limit)}", (now - lease,))]
+                f"SELECT id FROM review_items WHERE {where} ORDER BY decided_at, id"
+                f" LIMIT {int(limit)}", (now - lease, *params))]
             for env_id in ids:
                 q("UPDATE review_items SET claim=?, claimed_at=? WHERE id=?",
                   (token, now, env_id))
@@ -313,17 +344,31 @@ def _check_decision(decision: str, payload: Any) -> None:
         raise ValueError("an 'edit' decision needs the edited payload")
 
 
-def schema(*, autoincrement: str) -> Iterator[str]:
-    """The review tables' DDL, one statement at a time."""
-    yield ("CREATE TABLE IF NOT EXISTS review_items (id TEXT PRIMARY KEY, mesh TEXT NOT NULL,"
-           " actor TEXT NOT NULL, envelope TEXT NOT NULL, parked_at DOUBLE PRECISION NOT NULL,"
-           " deadline DOUBLE PRECISION, status TEXT NOT NULL, decision TEXT,"
-           " decided_by TEXT, decided_at DOUBLE PRECISION, notes TEXT,"
-           " round INTEGER NOT NULL, score DOUBLE PRECISION, edited TEXT, options TEXT,"
-           " published INTEGER NOT NULL DEFAULT 0, claim TEXT,"
-           " claimed_at DOUBLE PRECISION)")
-    yield ("CREATE INDEX IF NOT EXISTS review_items_pending ON review_items"
-           " (status, parked_at)")
-    yield (f"CREATE TABLE IF NOT EXISTS review_decisions (seq {autoincrement},"
-           " id TEXT NOT NULL, round INTEGER NOT NULL, decision TEXT NOT NULL,"
-           " reviewer TEXT NOT NULL, decided_at DOUBLE PRECISION NOT NULL, notes TEXT)")
+def schema(dialect: str) -> Callable[[Query], None]:
+    """What creates the review tables on ``dialect`` (``sqlite`` or ``postgres``), or
+    brings those of an earlier version up to date (items of then are generation 0)."""
+    autoincrement = ("INTEGER PRIMARY KEY AUTOINCREMENT" if dialect == "sqlite"
+                     else "BIGSERIAL PRIMARY KEY")
+
+    def create(query: Query) -> None:
+        query("CREATE TABLE IF NOT EXISTS review_items (id TEXT PRIMARY KEY,"
+              " mesh TEXT NOT NULL, actor TEXT NOT NULL, envelope TEXT NOT NULL,"
+              " parked_at DOUBLE PRECISION NOT NULL, deadline DOUBLE PRECISION,"
+              " status TEXT NOT NULL, decision TEXT, decided_by TEXT,"
+              " decided_at DOUBLE PRECISION, notes TEXT, round INTEGER NOT NULL,"
+              " score DOUBLE PRECISION, edited TEXT, options TEXT,"
+              " published INTEGER NOT NULL DEFAULT 0, claim TEXT,"
+              " claimed_at DOUBLE PRECISION, generation INTEGER NOT NULL DEFAULT 0)", ())
+        if "generation" not in columns(query, dialect, "review_items"):
+            query("ALTER TABLE review_items ADD COLUMN generation INTEGER NOT NULL"
+                  " DEFAULT 0", ())
+        query("CREATE INDEX IF NOT EXISTS review_items_pending ON review_items"
+              " (status, parked_at)", ())
+        query("CREATE INDEX IF NOT EXISTS review_items_mesh ON review_items"
+              " (mesh, status, parked_at)", ())
+        query(f"CREATE TABLE IF NOT EXISTS review_decisions (seq {autoincrement},"
+              " id TEXT NOT NULL, round INTEGER NOT NULL, decision TEXT NOT NULL,"
+              " reviewer TEXT NOT NULL, decided_at DOUBLE PRECISION NOT NULL,"
+              " notes TEXT)", ())
+
+    return create

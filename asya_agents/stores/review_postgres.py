@@ -20,6 +20,5 @@ __all__ = ["PostgresReviewStore"]
 class PostgresReviewStore(SQLReviewStore):
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         self.url = url
-        ddl = list(schema(autoincrement="BIGSERIAL PRIMARY KEY"))
-        super().__init__(PostgresDB(url, what="review store", schema=ddl, lock_key=727001),
-                         clock=clock)
+        super().__init__(PostgresDB(url, what="review store", schema=schema("postgres"),
+                                    lock_key=727001), clock=clock)

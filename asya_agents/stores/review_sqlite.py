@@ -20,5 +20,5 @@ __all__ = ["SQLiteReviewStore"]
 class SQLiteReviewStore(SQLReviewStore):
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        ddl = list(schema(autoincrement="INTEGER PRIMARY KEY AUTOINCREMENT"))
-        super().__init__(SQLiteDB(self.path, what="review store", schema=ddl), clock=clock)
+        super().__init__(SQLiteDB(self.path, what="review store", schema=schema("sqlite")),
+                         clock=clock)

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from asya_agents.errors import ConfigError, StoreError
 
-__all__ = ["Database", "PostgresDB", "Query", "SQLiteDB", "Schema", "connect_wal", "safe_url"]
+__all__ = ["Database", "PostgresDB", "PostgresListener", "Query", "SQLiteDB", "Schema",
+           "columns", "connect_wal", "safe_url"]
 
 Query = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
 #: DDL statements, or a function that creates what is missing in the transaction given.
@@ -44,6 +45,16 @@ class Database(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def columns(query: Query, dialect: str, table: str) -> list[str]:
+    """The columns ``table`` has now (none when it does not exist): what a migration
+    that adds columns to a table of an earlier version checks first."""
+    if dialect == "sqlite":
+        return [row[1] for row in query(f"PRAGMA table_info({table})", ())]
+    return [row[0] for row in query(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = ?", (table,))]
 
 
 def connect_wal(path: Path) -> sqlite3.Connection:
@@ -147,6 +158,34 @@ class PostgresDB:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+class PostgresListener:
+    """A connection of its own that ``LISTEN``s on ``channel``: :meth:`wait` blocks (call
+    it on a thread) until a ``NOTIFY`` on the channel arrives or ``timeout`` passes, so
+    that a reader of a table wakes when a writer commits instead of polling it."""
+
+    def __init__(self, url: str, channel: str, *, what: str) -> None:
+        self._pg = _psycopg(what)
+        self.url, self.what = url, what
+        try:
+            self._conn = self._pg.connect(url, autocommit=True)
+            self._conn.execute(f"LISTEN {channel}")
+        except self._pg.Error as exc:
+            raise StoreError(f"cannot listen for {what} {safe_url(url)}: {exc}") from exc
+
+    def wait(self, timeout: float) -> bool:
+        """Whether a notification came within ``timeout`` seconds."""
+        notifies = self._conn.notifies(timeout=timeout, stop_after=1)
+        try:
+            return next(notifies, None) is not None
+        except self._pg.Error as exc:
+            raise StoreError(f"{self.what} {safe_url(self.url)}: {exc}") from exc
+        finally:
+            notifies.close()  # it holds the connection's lock until closed
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def safe_url(url: str) -> str:

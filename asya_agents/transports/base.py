@@ -17,14 +17,34 @@ Semantics every implementation keeps (checked by ``tests/transports/``):
 - ``nack(delay=d)`` makes the message visible again after ``d`` seconds, with no
   consumer holding it meanwhile: this is how retries wait without a sleeping replica.
 - ``stats`` counts ready (``depth``), leased (``in_flight``) and ``delayed`` messages.
+- ``Delivery.delivery_count`` says how often this copy was delivered (a lease that
+  ended without an ack, a replica that died holding it, a give-back: each counts); the
+  runtime ends a message past the actor's ``maxDeliveries`` at ``error-end``.
+- ``delivery_limit`` is the broker's own count after which it moves a message to the
+  actor's dead-letter queue, :func:`dead_letter_queue` (RabbitMQ's quorum
+  ``x-delivery-limit``, SQS's redrive ``maxReceiveCount``): a backstop above every
+  actor's ``maxDeliveries``. ``None`` where the broker has none (embedded).
+- ``receive(capacity=n)`` tells a consumer how many messages it may hold in all (the
+  live concurrency, or what its batches take); a broker that pushes messages ahead of
+  ``receive`` (RabbitMQ's prefetch) follows it, the others need not.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Backend", "Delivery", "Outgoing", "QueueStats", "Transport", "TransportAdmin"]
+__all__ = ["DLQ_SUFFIX", "Backend", "Delivery", "Outgoing", "QueueStats", "Transport",
+           "TransportAdmin", "dead_letter_queue"]
+
+#: A broker's dead-letter queue of actor ``a`` is the queue named ``a-dlq`` (queue names
+#: are actor names: ``PREFIX-MESH-a-dlq`` on the broker).
+DLQ_SUFFIX = "-dlq"
+
+
+def dead_letter_queue(actor: str) -> str:
+    """The queue name, as the transports take it, of ``actor``'s dead-letter queue."""
+    return actor + DLQ_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,8 @@ class QueueStats:
     depth: int
     in_flight: int
     delayed: int = 0
+    #: Consumers of the queue where the broker tells (RabbitMQ); ``None``: unknown.
+    consumers: int | None = field(default=None, compare=False)
 
     @property
     def total(self) -> int:
@@ -66,11 +88,20 @@ class Transport(Protocol):
     name: str
     max_message_bytes: int
 
+    @property
+    def delivery_limit(self) -> int | None:
+        """Deliveries after which the broker dead-letters a message, or ``None``."""
+        ...
+
     async def send(self, messages: list[Outgoing]) -> None: ...
 
     async def receive(
-        self, queue: str, *, max_messages: int, wait: float, visibility: float
-    ) -> list[Delivery]: ...
+        self, queue: str, *, max_messages: int, wait: float, visibility: float,
+        capacity: int | None = None,
+    ) -> list[Delivery]:
+        """Lease up to ``max_messages``, waiting up to ``wait`` seconds for the first;
+        ``capacity``: how many this consumer may hold in all (see the module)."""
+        ...
 
     async def ack(self, delivery: Delivery) -> None: ...
 

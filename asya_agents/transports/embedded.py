@@ -53,6 +53,8 @@ class EmbeddedTransport:
     """Queues in ``<state_dir>/queues.db``."""
 
     name = "embedded"
+    #: No dead-letter queue: the runtime's ``maxDeliveries`` is the only limit here.
+    delivery_limit: int | None = None
 
     def __init__(
         self,
@@ -161,8 +163,10 @@ class EmbeddedTransport:
                 for msg_id, body, receives in rows]
 
     async def receive(
-        self, queue: str, *, max_messages: int, wait: float, visibility: float
+        self, queue: str, *, max_messages: int, wait: float, visibility: float,
+        capacity: int | None = None,
     ) -> list[Delivery]:
+        """``capacity`` is not used: nothing is pushed ahead of a receive here."""
         deadline = time.monotonic() + wait
         delay = self._poll
         while True:

@@ -166,6 +166,11 @@ class SQSTransport:
                    secret_access_key=settings.secret_access_key,
                    max_receive_count=settings.max_receive_count)
 
+    @property
+    def delivery_limit(self) -> int:
+        """Receives after which the redrive policy moves a message to the ``-dlq``."""
+        return self.max_receive_count
+
     def queue_name(self, actor: str) -> str:
         return f"{self.prefix}-{self.mesh}-{actor}"
 
@@ -261,8 +266,10 @@ class SQSTransport:
         await asyncio.gather(*(self._sends.submit(url, entry) for entry in entries))
 
     async def receive(
-        self, queue: str, *, max_messages: int, wait: float, visibility: float
+        self, queue: str, *, max_messages: int, wait: float, visibility: float,
+        capacity: int | None = None,
     ) -> list[Delivery]:
+        """``capacity`` is not used: SQS hands out only what a receive asks for."""
         url = await self._url(queue)
         deadline = time.monotonic() + wait
         while True:

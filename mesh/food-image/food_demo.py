@@ -10,8 +10,10 @@ your own instead.
 
 It runs the real ``mesh/food-image`` folder (where this module lives: the demo knows the
 flagship's actors, the library does not) through :class:`~asya_agents.testing.LocalMesh`
-(the same runtime code as ``asya up``), with two overrides: the upload goes to the
-demo's output folder, and the judge's backend is chosen from the settings. The handlers
+(the same runtime code as ``asya up``), with three overrides: the upload goes to the
+demo's output folder, that folder is added to the mesh's storage roots (the photos,
+their enhancements and the accepted copies live there), and the judge's backend is
+chosen from the settings. The handlers
 are loaded by path, as a replica loads them; nothing here imports ``actors``.
 ``asya demo`` loads this file by its path and calls :func:`run_demo`.
 
@@ -118,8 +120,9 @@ def prepare_photos(out: Path, photos: Path | None) -> list[DemoRow]:
 
 
 def prepare_mesh(mesh: Path, *, out: Path, settings: Settings) -> tuple[LoadedMesh, str]:
-    """The food-image mesh with the upload pointed at ``out/accepted`` and the judge's
-    backend picked from the settings; returns it and a description of the judge."""
+    """The food-image mesh with the upload pointed at ``out/accepted``, ``out`` among
+    its storage roots and the judge's backend picked from the settings; returns it and a
+    description of the judge."""
     if not (mesh / "mesh.yaml").is_file():
         raise ConfigError(f"{mesh}: not a mesh folder (no mesh.yaml); pass --mesh "
                           "path/to/mesh/food-image")
@@ -127,6 +130,7 @@ def prepare_mesh(mesh: Path, *, out: Path, settings: Settings) -> tuple[LoadedMe
     for name in ("enhance", "judge", "upload"):
         if name not in loaded.actors:
             raise ConfigError(f"{mesh}: the demo needs an actor named {name!r}")
+    loaded.mesh.spec.storage.roots.append(str(out.resolve()))
     loaded.actors["upload"].spec.config["output"] = (out / "accepted").resolve().as_uri()
     judge = loaded.actors["judge"].spec.config
     if settings.llm.api_key:
@@ -167,8 +171,9 @@ def run_demo(*, out: Path, photos: Path | None = None, mesh: Path | None = None,
     waiting = sum(1 for r in rows if r.outcome == "review")
     echo(f"report: {html_path}\ncontact sheet: {sheet}")
     if waiting:
-        echo(f"{waiting} photo(s) wait for a person: asya review {loaded.path} "
-             f"--state-dir {state}")
+        # the console reads the photos within the mesh's roots: the demo's folder too
+        echo(f"{waiting} photo(s) wait for a person: ASYA_BLOB_ROOTS={out} asya review "
+             f"{loaded.path} --state-dir {state}")
     return rows
 
 
@@ -239,33 +244,96 @@ def write_report(rows: list[DemoRow], out: Path) -> tuple[Path, Path]:
     return page, sheet
 
 
-def contact_sheet(rows: list[DemoRow], path: Path, *, thumb: int = 280) -> None:
+def contact_sheet(rows: list[DemoRow], path: Path, *, thumb: int = 320) -> None:
+    """One row per photo: before, after, and the verdict beside them in words (the
+    outcome in its colour, the score per loop, the top reasons), in a real font."""
     from PIL import Image, ImageDraw
 
-    label_h, pad = 46, 8
-    width = 2 * thumb + 3 * pad
-    sheet = Image.new("RGB", (width, len(rows) * (thumb * 2 // 3 + label_h + pad) + pad),
-                      "white")
+    fonts = _fonts()
+    pad, panel = 12, 380
+    width = 2 * thumb + panel + 4 * pad
+    blocks = [_row_block(row, fonts, thumb=thumb, panel=panel, pad=pad) for row in rows]
+    sheet = Image.new("RGB", (width, sum(b.height for b in blocks) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     y = pad
-    for row in rows:
-        height = 0
-        for col, src in enumerate((row.before, row.after)):
-            if src is None or not src.exists():
-                continue
+    for block in blocks:
+        sheet.paste(block, (0, y))
+        y += block.height
+        draw.line([(pad, y - pad // 2), (width - pad, y - pad // 2)], fill="#d0d7de")
+    sheet.save(path)
+
+
+def _fonts() -> dict[str, Any]:
+    """DejaVu Sans (matplotlib ships it) when installed, else Pillow's own scalable font
+    (Pillow >= 10.1), else its bitmap font: title, body and caption sizes."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")
+    folder = (Path(next(iter(spec.submodule_search_locations or [])), "mpl-data", "fonts",
+                   "ttf") if spec else None)
+    sizes = {"title": 19, "body": 15, "caption": 13}
+    if folder and (folder / "DejaVuSans.ttf").is_file():
+        bold = folder / "DejaVuSans-Bold.ttf"
+        return {name: ImageFont.truetype(str(bold if name == "title" and bold.is_file()
+                                             else folder / "DejaVuSans.ttf"), size)
+                for name, size in sizes.items()}
+    try:
+        return {name: ImageFont.load_default(size=size) for name, size in sizes.items()}
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        return dict.fromkeys(sizes, ImageFont.load_default())
+
+
+def _wrap(draw: Any, text: str, font: Any, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels, broken between words."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _row_block(row: DemoRow, fonts: dict[str, Any], *, thumb: int, panel: int,
+               pad: int) -> Any:
+    from PIL import Image, ImageDraw
+
+    scores = " -> ".join(f"{v:.2f}" for v in row.history) or "-"
+    loops = f", {row.loops} loop(s) back to enhance" if row.loops else ""
+    lines: list[tuple[str, str, str]] = [  # (text, font, colour)
+        (row.name, "title", "#1f2328"), (row.note, "body", "#57606a"),
+        (f"{row.outcome.upper()}  (verdict {row.verdict or '-'})", "title",
+         _COLOURS.get(row.outcome, "#1f2328")),
+        (f"score {scores}{loops}", "body", "#1f2328")]
+    lines += [(f"- {reason}", "body", "#1f2328") for reason in row.reasons[:3]]
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text: list[tuple[str, str, str]] = []
+    for line, font, colour in lines:
+        text += [(part, font, colour)
+                 for part in _wrap(scratch, line, fonts[font], panel - pad) or [""]]
+    heights = [int(fonts[f].size * 1.35) if hasattr(fonts[f], "size") else 14
+               for _, f, _ in text]
+    caption = int(getattr(fonts["caption"], "size", 11) * 1.5)
+    photo_h = thumb * 2 // 3
+    block = Image.new("RGB", (2 * thumb + panel + 4 * pad,
+                              max(photo_h + caption, sum(heights) + 4) + pad), "white")
+    draw = ImageDraw.Draw(block)
+    for col, (label, src) in enumerate((("before", row.before), ("after", row.after))):
+        x = pad + col * (thumb + pad)
+        draw.text((x, 0), label if src else f"{label}: no result", font=fonts["caption"],
+                  fill="#57606a")
+        if src is not None and src.exists():
             with Image.open(src) as img:
                 small = img.convert("RGB")
-                small.thumbnail((thumb, thumb * 2 // 3))
-                sheet.paste(small, (pad + col * (thumb + pad), y))
-                height = max(height, small.height)
-        height = height or thumb * 2 // 3
-        score = f"{row.score:.2f}" if row.score is not None else "-"
-        draw.text((pad, y + height + 4), f"{row.name} ({row.note})", fill="black")
-        draw.text((pad, y + height + 20),
-                  f"{row.outcome.upper()}  verdict {row.verdict or '-'}  score {score}  "
-                  f"loops {row.loops}", fill=_COLOURS.get(row.outcome, "black"))
-        y += height + label_h + pad
-    sheet.crop((0, 0, width, y)).save(path)
+                small.thumbnail((thumb, photo_h))
+                block.paste(small, (x, caption))
+    y, x = 0, 2 * thumb + 3 * pad
+    for (part, font, colour), height in zip(text, heights, strict=True):
+        draw.text((x, y), part, font=fonts[font], fill=colour)
+        y += height
+    return block
 
 
 _COLOURS = {"accepted": "#1a7f37", "review": "#9a6700", "failed": "#cf222e"}

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from PIL import Image, ImageEnhance
 
+from actors.judge.heuristics import CAST_NOTICED
 from asya_agents.fakes import FakeLLMProvider
 from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.review import DEADLINE_REVIEWER, ReviewService, open_review_store
 from asya_agents.testing import LocalMesh
 from asya_agents.transports.embedded import EmbeddedTransport
+from tests.actors import spoiled
 from tests.actors.conftest import Clock
 from tests.conftest import ROOT
 
@@ -76,6 +78,7 @@ def food_mesh(tmp_path: Path, *, judge: dict[str, Any],
               review: dict[str, Any] | None = None,
               enhance: dict[str, Any] | None = None) -> LoadedMesh:
     loaded = load_mesh(MESH)
+    loaded.mesh.spec.storage.roots.append(str(tmp_path))  # the photos and the output
     loaded.actors["upload"].spec.config["output"] = (tmp_path / "accepted").as_uri()
     loaded.actors["judge"].spec.config.update(judge)
     loaded.actors["review"].spec.config.update(review or {})
@@ -158,6 +161,41 @@ def test_accept_upload_review_and_bounded_loops_then_decisions(
         assert [(r.reviewer, r.decision) for r in service.store.history()] == \
                [("bo", "reject"), ("bo", "send_back"), ("ana", "approve")]
         service.close()
+
+
+@pytest.mark.slow
+def test_a_cast_is_fixed_and_uploaded_and_one_still_cast_waits_for_a_person(
+        tmp_path: Path) -> None:
+    # Given two cast photos, one the white balance can fix and one it cannot, and the
+    # mesh as it runs with no API key: the pillow enhancer and the heuristic judge
+    folder = tmp_path / "in"
+    folder.mkdir()
+    urls = {}
+    for name, spoil in (("shade", spoiled.blue_cast), ("night", spoiled.strong_blue_cast)):
+        spoil(spoiled.coffee()).save(folder / f"{name}.png")
+        urls[name] = (folder / f"{name}.png").as_uri()
+    state = tmp_path / "state"
+    loaded = food_mesh(tmp_path, judge={"backend": "heuristic", "max_loops": 2})
+    with LocalMesh(loaded, state_dir=state) as mesh:
+        reviews = open_review_store(None, state_dir=state)
+        ids = {name: mesh.send({"image_url": url, "photo": name}) for name, url in urls.items()}
+        # When both have gone through ("paused" is recorded just before parking)
+        mesh.join(timeout=90, settle=lambda: len(reviews.pending()) == 1)
+        shade, night = mesh.result(ids["shade"]), mesh.result(ids["night"])
+        parked = [i.id for i in reviews.pending()]
+        reviews.close()
+    # Then the fixable one was accepted at the first pass and uploaded
+    assert shade.status == "succeeded", shade.payload["verdict"]
+    assert shade.route["prev"] == ["enhance", "judge", "upload"]
+    assert shade.payload["verdict"]["stats"]["cast"] < CAST_NOTICED
+    assert (tmp_path / "accepted" / "shade.enhanced.png").is_file()
+    # And the one still visibly cast went to review, with the cast named, never uploaded
+    assert (night.status, night.route["curr"], parked) == ("paused", "review", [ids["night"]])
+    verdict = night.payload["verdict"]
+    assert "colour_cast" in verdict["defects"]
+    assert any(r.startswith("colour cast (blue)") for r in verdict["reasons"]), verdict
+    assert night.payload["enhance_settings"]["white_balance"] == pytest.approx(0.9)
+    assert not (tmp_path / "accepted" / "night.enhanced.png").exists()
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from actors.judge.handler import Judge, VerdictError
-from actors.judge.heuristics import score_image, score_text
+from actors.judge.heuristics import CAST_NOTICED, score_image, score_text
 from asya_agents.fakes import FakeLLMProvider
+from tests.actors import spoiled
 
 # litellm keeps its HTTP clients in a module-level cache and never closes them; the
 # sockets it leaves behind are collected in whichever test runs next.
@@ -59,6 +60,13 @@ def photos(tmp_path_factory: pytest.TempPathFactory, coffee: Image.Image) -> dic
     return urls
 
 
+@pytest.fixture(autouse=True)
+def blob_roots(monkeypatch: pytest.MonkeyPatch,
+               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A judge built outside a mesh reads within ASYA_BLOB_ROOTS: pytest's folders."""
+    monkeypatch.setenv("ASYA_BLOB_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 # -- heuristics ---------------------------------------------------------------------------
 
 
@@ -82,6 +90,48 @@ def test_text_heuristics_reward_a_full_answer_on_topic() -> None:
     short = score_text(question, "Yeast.")
     assert full.score > 0.8 and not full.defects
     assert short.score < 0.5 and "too_short" in short.defects
+
+
+# -- what a person sees: casts, clipping, saturation -----------------------------------------
+
+
+@pytest.mark.parametrize(("spoil", "hue"), [(spoiled.blue_cast, "blue"),
+                                            (spoiled.green_cast, "green"),
+                                            (spoiled.magenta_cast, "magenta")])
+def test_a_colour_cast_is_measured_named_and_scored_below_accept(
+        coffee: Image.Image, spoil: Any, hue: str) -> None:
+    # Given the coffee photo as shot, and with a cast over the whole plate
+    shot, cast = score_image(png(coffee)), score_image(png(spoil(coffee)))
+    # Then the as-shot cup reads neutral-warm, and the cast is measured on it
+    assert shot.stats["cast"] == 0 and not shot.defects and shot.score >= 0.8
+    assert cast.stats["cast"] > 2 * CAST_NOTICED
+    # And it is named by its direction, with a score a person would give: not accepted
+    assert "colour_cast" in cast.defects
+    assert any(r.startswith(f"colour cast ({hue})") for r in cast.reasons), cast.reasons
+    assert cast.score < 0.6
+
+
+def test_food_may_look_warm_without_being_called_cast(coffee: Image.Image) -> None:
+    scored = score_image(png(spoiled.warmer(coffee)))
+    assert "colour_cast" not in scored.defects and scored.score >= 0.8
+
+
+def test_a_desaturated_photo_is_dull_and_below_accept(coffee: Image.Image) -> None:
+    scored = score_image(png(spoiled.desaturated(coffee)))
+    assert scored.defects == ["dull_colours"]
+    assert scored.reasons[0].startswith("desaturated / dull colours")
+    assert scored.score < 0.8
+
+
+def test_over_saturation_and_blown_highlights_are_both_seen(coffee: Image.Image) -> None:
+    spoilt = spoiled.over_saturated_blown(coffee)
+    scored = score_image(png(spoilt))
+    assert {"over_saturated", "blown_highlights"} <= set(scored.defects)
+    assert scored.stats["clipped"] > 0.5  # a channel at 250+ on most of the photo
+    assert scored.score < 0.5
+    # a tone curve that pulls the blown areas down to light gray brings no detail back
+    dimmed = Image.fromarray((np.asarray(spoilt) * 0.88).astype("uint8"))
+    assert "blown_highlights" in score_image(png(dimmed)).defects
 
 
 # -- routing ------------------------------------------------------------------------------
@@ -124,12 +174,39 @@ def test_reject_loops_back_with_adjusted_settings_until_the_limit(
 
 
 def test_uncertain_goes_to_review_first(photos: dict[str, str]) -> None:
-    judge = Judge(backend="heuristic", accept=0.8, reject=0.2)
+    # a photo two stops under scores about 0.17: between these thresholds
+    judge = Judge(backend="heuristic", accept=0.8, reject=0.1)
     out = judge.judge(envelope({"image_url": photos["original"],
                                 "enhanced_url": photos["dark"]}))
-    assert 0.2 <= out["payload"]["verdict"]["score"] < 0.8
+    assert 0.1 <= out["payload"]["verdict"]["score"] < 0.8
     assert out["route"]["next"] == ["review", "upload"]
     assert out["payload"]["verdict"]["verdict"] == "uncertain"
+
+
+def test_a_heuristic_score_with_a_visible_defect_is_not_accepted(
+        photos: dict[str, str], coffee: Image.Image,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Given a blue-cast photo, and thresholds so low that its score passes them
+    path = tmp_path_factory.mktemp("cast") / "blue.png"
+    path.write_bytes(png(spoiled.blue_cast(coffee)))
+    judge = Judge(backend="heuristic", accept=0.3, reject=0.1)
+    # When the heuristic judge scores it
+    out = judge.judge(envelope({"image_url": photos["original"],
+                                "enhanced_url": path.as_uri()}))
+    # Then the cast it named keeps it from upload: a person decides
+    verdict = out["payload"]["verdict"]
+    assert verdict["score"] >= 0.3 and verdict["verdict"] == "uncertain"
+    assert out["route"]["next"] == ["review", "upload"]
+    assert "accepted by score, but colour_cast: a person decides" in verdict["reasons"]
+
+
+def test_the_new_defects_adjust_the_enhancer_both_ways() -> None:
+    used = {"exposure": 0.46, "saturation": 1.25, "white_balance": 0.5}
+    settings = Judge(backend="heuristic").adjust(
+        {"enhancement": {"settings": used}},
+        ["over_saturated", "blown_highlights", "colour_cast"])
+    assert settings == {"saturation": pytest.approx(1.05), "exposure": pytest.approx(0.40),
+                        "white_balance": pytest.approx(0.7)}
 
 
 def test_bad_config_is_refused_with_the_reason() -> None:

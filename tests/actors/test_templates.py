@@ -66,6 +66,7 @@ def test_an_unknown_review_key_fails_at_startup_naming_it(tmp_path: Path) -> Non
 
     loaded = load_mesh(template_mesh(tmp_path, "review"))
     loaded.actors["review"].spec.config["deadlines"] = "1h"
-    with pytest.raises(ConfigError, match=r"actor.yaml: spec.config.deadlines: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"actor.yaml: spec.config.deadlines: unknown field "
+                       r"\(did you mean 'deadline'\?\)"):
         build_runtime(loaded, "review", EmbeddedTransport(tmp_path / "q.db"),
                       settings=Settings(store=StoreSettings(url=None)), state_dir=tmp_path)

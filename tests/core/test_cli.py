@@ -46,7 +46,8 @@ def test_send_then_results_and_status_as_json(mesh_copy: Path) -> None:
     code, out = run("send", str(mesh_copy), "--payload", '{"text": "One. Two?"}',
                     "--count", "2")
     assert code == 0 and "sent 2 envelope(s) to split" in out
-    roots = out.strip().split(": ", 1)[1].split(", ")
+    # (the first line: a warning that no supervisor runs follows on stderr)
+    roots = out.splitlines()[0].split(": ", 1)[1].split(", ")
     with LocalMesh(mesh_copy, state_dir=mesh_copy / ".asya") as mesh:
         mesh.join(roots, timeout=20)
     # When the results and the status are read as JSON
@@ -77,8 +78,14 @@ def test_failed_envelope_can_be_replayed(tmp_path: Path) -> None:
     assert record["error"]["type"] == "builtins.ValueError"
     code, out = run("replay", str(mesh_dir), bad)
     assert code == 0 and f"replayed {bad} to check" in out
+    # While the replayed envelope runs it is no ended record: not listed, not replayable
     code, out = run("results", str(mesh_dir), "--json")
     assert json.loads(out) == []
+    code, out = run("replay", str(mesh_dir), bad)
+    assert code == 2 and f"no failed envelope {bad!r}" in out
+    # and there is no replay left unsent
+    code, out = run("replay", str(mesh_dir), "--unfinished")
+    assert code == 0 and "sent 0 unfinished replay(s)" in out
 
 
 @pytest.mark.parametrize(

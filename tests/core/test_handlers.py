@@ -45,6 +45,13 @@ class Model:
     def predict(self, payload):
         return {"y": payload["x"] * self.scale + self.bias}
 
+class Stored:
+    def __init__(self, storage=None, tag="t"):
+        self.storage, self.tag = storage, tag
+
+    def get(self, payload):
+        return {"storage": self.storage}
+
 def broken_import():
     pass
 
@@ -113,3 +120,22 @@ def test_handlers_that_cannot_work_fail_at_startup_naming_path_and_why(
         load_handler(path, config=config)
     assert path.split(".")[0] in str(err.value)
     assert message in str(err.value)
+
+
+def test_a_class_that_declares_storage_gets_the_actors_policy(steps: str,
+                                                              tmp_path: Path) -> None:
+    from asya_agents.handlers import load_handler
+    from asya_agents.storage import StoragePolicy
+
+    policy = StoragePolicy(roots=(tmp_path,))
+    # Given a class with a `storage` parameter: it receives the policy, by keyword
+    stored = load_handler(f"{steps}.Stored.get", config={"tag": "a"}, storage=policy)
+    assert stored.instance.storage is policy and stored.instance.tag == "a"
+    # unless spec.config sets storage itself
+    mine = load_handler(f"{steps}.Stored.get", config={"storage": "mine"}, storage=policy)
+    assert mine.instance.storage == "mine"
+    # And a class without one is built as before, with no policy pushed on it
+    model = load_handler(f"{steps}.Model.predict", config={"scale": 2}, storage=policy)
+    assert vars(model.instance) == {"scale": 2, "bias": 0}
+    for handler in (stored, mine, model):
+        handler.close()

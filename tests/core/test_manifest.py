@@ -159,3 +159,34 @@ def test_the_example_mesh_loads() -> None:
     loaded = load_mesh(root / "mesh" / "example")
     assert set(loaded.actors) == {"split", "triage", "answer", "format"}
     assert loaded.actors["triage"].spec.handlerMode == "envelope"
+
+
+def test_storage_composes_the_mesh_the_settings_and_the_actor(tmp_path: Path) -> None:
+    from asya_agents.settings import BlobSettings
+
+    # Given storage in mesh.yaml (relative to the mesh) and in the actor's spec
+    mesh = write_mesh(tmp_path, DESIGN_ACTOR.replace(
+        "  flavors: [llm-resilient]\n",
+        "  flavors: [llm-resilient]\n  storage: {roots: [/srv/judge], buckets: [scores]}\n"))
+    (mesh / "mesh.yaml").write_text(MESH.replace(
+        "spec: {route: [judge]}",
+        "spec: {route: [judge], storage: {roots: [photos], buckets: [in]}}"))
+    loaded = load_mesh(mesh)
+    settings = BlobSettings(roots=(tmp_path / "extra",), buckets=("shared",), max_bytes=9)
+    # When the policies of the actor and of the mesh are made
+    actor = loaded.storage_policy("judge", settings, tmp_path / "state")
+    whole = loaded.storage_policy(None, settings, tmp_path / "state")
+    # Then the actor gets the settings', the mesh's defaults, mesh.yaml's and its own
+    assert actor.roots == (tmp_path / "extra", mesh / "data", tmp_path / "state",
+                           mesh / "photos", Path("/srv/judge"))
+    assert actor.buckets == {"shared", "in", "scores"} and actor.max_bytes == 9
+    # and the mesh as a whole (the console) all but the actor's own
+    assert whole.roots == actor.roots[:-1] and whole.buckets == {"shared", "in"}
+
+
+def test_an_unknown_storage_field_is_named(tmp_path: Path) -> None:
+    mesh = write_mesh(tmp_path, DESIGN_ACTOR.replace(
+        "  flavors: [llm-resilient]\n", "  flavors: [llm-resilient]\n  storage: {root: [/]}\n"))
+    with pytest.raises(ManifestError) as err:
+        load_mesh(mesh)
+    assert err.value.field == "spec.storage.root" and "unknown field" in str(err.value)

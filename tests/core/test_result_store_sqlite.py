@@ -4,6 +4,7 @@ store written before the totals existed and for records written by another proce
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -80,3 +81,59 @@ def test_records_written_by_another_connection_are_counted(tmp_path: Path) -> No
     finally:
         one.close()
         two.close()
+
+
+#: The tables and triggers as the version before meshes and rounds wrote them.
+_PREVIOUS = [
+    "CREATE TABLE results (id TEXT PRIMARY KEY, root_id TEXT NOT NULL, status TEXT NOT NULL,"
+    " weight TEXT NOT NULL, envelope TEXT NOT NULL, error TEXT, recorded_at REAL NOT NULL,"
+    " duplicates INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE result_totals (status TEXT PRIMARY KEY, count INTEGER NOT NULL,"
+    " duplicates INTEGER NOT NULL)",
+    "CREATE TRIGGER results_totals_insert AFTER INSERT ON results BEGIN"
+    " INSERT INTO result_totals (status, count, duplicates) VALUES (NEW.status, 1,"
+    " NEW.duplicates) ON CONFLICT (status) DO UPDATE SET count = count + 1; END",
+]
+
+
+def test_a_store_of_the_previous_version_gets_meshes_rounds_and_totals(tmp_path: Path) -> None:
+    # Given a store written by the previous version: a succeeded record two hops long
+    path = tmp_path / "results.db"
+    done = Envelope.create({}, ["a", "b"], id="done").advanced().advanced().to_dict()
+    conn = sqlite3.connect(path)
+    for ddl in _PREVIOUS:
+        conn.execute(ddl)
+    conn.execute("INSERT INTO results VALUES ('done', 'done', 'succeeded', '1', ?, NULL,"
+                 " 1.0, 1)", (json.dumps(done),))
+    conn.commit()
+    conn.close()
+    # When a mesh opens it
+    store = SQLiteResultStore(path, mesh="food")
+    try:
+        # Then its rows stay visible (they belong to no mesh), their round is known, so
+        # a copy of an earlier hop is a duplicate, and the totals are the rows' own
+        assert [r.id for r in store.results()] == ["done"]
+        paused = Envelope.create({}, ["a", "b"], id="done").advanced().to_dict()
+        assert not store.record("paused", paused)
+        assert store.get("done").status == "succeeded"  # type: ignore[union-attr]
+        assert store.record("failed", Envelope.create({}, ["a"]).to_dict())
+        assert store.totals() == Totals(1, 1, 0, 2) == counted(store)
+    finally:
+        store.close()
+
+
+def test_copies_in_any_order_end_in_the_latest_end(tmp_path: Path) -> None:
+    store = SQLiteResultStore(tmp_path / "results.db", mesh="m")
+    try:
+        env = Envelope.create({}, ["a", "review", "b"], id="x")
+        at_review = env.advanced().to_dict()
+        ended = env.advanced().advanced().advanced().to_dict()
+        # The end arrives first, then a late copy of the pause: the end stands
+        assert store.record("succeeded", ended)
+        assert not store.record("paused", at_review)
+        assert not store.record("succeeded", ended)
+        rec = store.get("x")
+        assert rec is not None and (rec.status, rec.duplicates) == ("succeeded", 2)
+        assert store.totals() == Totals(1, 0, 0, 2) == counted(store)
+    finally:
+        store.close()

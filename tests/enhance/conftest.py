@@ -11,12 +11,20 @@ from typing import Any
 import pytest
 
 from asya_agents.settings import BlobSettings
+from asya_agents.storage import StoragePolicy
 
 
 @pytest.fixture
 def s3_settings(moto_url: str) -> BlobSettings:
     return BlobSettings(endpoint_url=moto_url, region="us-east-1",
                         access_key_id="testing", secret_access_key="testing")
+
+
+@pytest.fixture(scope="session")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> StoragePolicy:
+    """The storage policy an enhancer gets in these tests: every folder pytest makes
+    (each test's photos live in its own), and any bucket of the moto server."""
+    return StoragePolicy(roots=(tmp_path_factory.getbasetemp(),), buckets=frozenset({"*"}))
 
 
 @pytest.fixture

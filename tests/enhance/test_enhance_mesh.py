@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from asya_agents.manifest import load_mesh
+from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.testing import LocalMesh
 
 MESH = Path(__file__).parent / "mesh"
 
 
-def run_mesh(mesh: object, tmp_path: Path, urls: list[str]) -> list[dict[str, object]]:
-    with LocalMesh(mesh, state_dir=tmp_path / "state") as local:  # type: ignore[arg-type]
+def run_mesh(mesh: Path | LoadedMesh, tmp_path: Path,
+             urls: list[str]) -> list[dict[str, object]]:
+    loaded = mesh if isinstance(mesh, LoadedMesh) else load_mesh(mesh)
+    loaded.mesh.spec.storage.roots.append(str(tmp_path))  # where the photos are
+    with LocalMesh(loaded, state_dir=tmp_path / "state") as local:
         ids = [local.send({"image_url": url, "n": i}) for i, url in enumerate(urls)]
         local.join(timeout=90)
         records = [local.result(i) for i in ids]

@@ -70,7 +70,12 @@ class Parking:
         env = env.advanced()
         env = Envelope.from_dict(mod.judge(env.to_dict())).advanced()
         assert env.route.curr == "review"
-        data = env.to_dict()
+        return self.park_envelope(env.to_dict(), mesh=mesh, actor=actor, clock=clock)
+
+    def park_envelope(self, data: dict[str, Any], *, mesh: str = "review-ui",
+                      actor: str = "review", clock: Any = None) -> str:
+        """Park ``data`` as it is, the way the review actor stores an envelope: what a
+        test needs for payloads no handler would write (broken images, attacks)."""
         results = open_result_store(self.store_url, state_dir=self.state_dir)
         kwargs = {"clock": clock} if clock is not None else {}
         store = open_review_store(self.store_url, state_dir=self.state_dir, **kwargs)
@@ -81,7 +86,7 @@ class Parking:
         finally:
             store.close()
             results.close()
-        return env.id
+        return str(data["id"])
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -100,6 +105,8 @@ def console_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                       "--state-dir", str(state_dir)])
     monkeypatch.setenv("ASYA_REVIEWERS", reviewers_value())
     monkeypatch.delenv("ASYA_REVIEWERS_FILE", raising=False)
+    # the parked photos live outside the mesh: the console may read them only so
+    monkeypatch.setenv("ASYA_BLOB_ROOTS", str(tmp_path / "photos"))
     if store_url:
         monkeypatch.setenv("ASYA_STORE_URL", store_url)
     else:

@@ -139,7 +139,9 @@ def test_reviewer_approves_in_a_browser_and_the_envelope_ends_happily(
 
     state_dir, port = tmp_path / "state", free_port()
     env = {**os.environ, "ASYA_REVIEWERS": reviewers_value(), "ASYA_STATE_DIR": str(state_dir),
-           "ASYA_LOG_FORMAT": "text", "ASYA_METRICS_PORT": "-1"}
+           "ASYA_LOG_FORMAT": "text", "ASYA_METRICS_PORT": "-1",
+           # the photo, the mesh's copy and its state all live in the test's folder
+           "ASYA_BLOB_ROOTS": str(tmp_path)}
     env.pop("ASYA_STORE_URL", None)
     env.pop("ASYA_TRANSPORT", None)
 

@@ -12,7 +12,7 @@ from asya_agents.stores import open_result_store
 from asya_agents.transports import Outgoing
 from asya_agents.transports.embedded import EmbeddedTransport
 from tests.ui.conftest import MESH, Parking
-from tests.ui.test_console_flows import queued, signed_in, texts
+from tests.ui.test_console_flows import plain, queued, signed_in, texts
 from ui.console import Console, ConsoleConfig, Sample, rates
 
 
@@ -58,9 +58,9 @@ def test_status_page_shows_queues_totals_and_errors_and_replays(console_env: Par
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Failed"] == "1" and metrics["Paused"] == "1"
     assert metrics["Waiting for review"] == "1"
-    [title] = [e.label for e in at.expander]
-    assert title.startswith(f"{failed} · at judge · KeyError")
-    assert any("attempts-exhausted" in m.value for m in at.markdown)
+    [title] = [plain(e.label) for e in at.expander]
+    assert title.startswith(f"`{failed}` · at judge · KeyError")
+    assert any("attempts-exhausted" in plain(m.value) for m in at.markdown)
     # When she replays it
     at.button(key=f"replay-{failed}").click().run()
     # Then it is back on judge's queue as a first attempt, and no longer listed as failed
@@ -74,7 +74,7 @@ def test_a_rejection_in_review_is_listed_but_not_replayable(console_env: Parking
     rejected = fail_one(console_env, reason="rejected-in-review")
     at = signed_in("alice")
     at.switch_page("views/status.py").run()
-    assert [e.label.split(" ")[0] for e in at.expander] == [rejected]
+    assert [e.label.split(" ")[0] for e in at.expander] == [f"`{rejected}`"]
     assert not [b for b in at.button if b.key == f"replay-{rejected}"]
     assert any("not replayable" in c.value for c in at.caption)
 
@@ -119,4 +119,4 @@ def test_text_from_handlers_is_shown_literally() -> None:
     from ui.console import md_escape
 
     assert md_escape("![pixel](http://x/y.png) *bold*") == \
-        r"\!\[pixel\]\(http://x/y\.png\) \*bold\*"
+        "\\!\\[pixel\\]\\(http\\:\u2060\\/\\/x\\/y\\.png\\) \\*bold\\*"

@@ -5,12 +5,18 @@ enhanced image side by side (each opens full screen; an expander shows them at f
 resolution), the judge's score, verdict and reasons, where the item came from and where
 each decision would send it, and the payload. Decisions run in button callbacks, so the
 page that follows already shows the queue without the decided item.
+
+One bad item must not blank the queue: an image that cannot be read or decoded becomes
+a placeholder that says why, and a card whose payload breaks the page shows the error
+in its place; the cards after it render. Everything a payload brings (ids, actor and
+route names, reasons, URLs, errors) is shown literally, never as Markdown.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +26,12 @@ import streamlit as st
 from asya_agents.errors import AsyaError
 from asya_agents.review import ReviewItem
 from ui import state
-from ui.console import Console, Filters, judge_view, md_escape, next_hops
-from ui.images import image_refs, read_image
+from ui.console import Console, Filters, judge_view, md_code, md_escape, next_hops
+from ui.images import ImageRef, image_refs, read_image
 
 PAGE_SIZE = 20
 ANY = "(any)"
+log = logging.getLogger("asya.console")
 
 
 def _age(seconds: float) -> str:
@@ -110,41 +117,56 @@ def counts_row(console: Console) -> None:
 
 
 def filters_row(everything: list[ReviewItem]) -> Filters:
-    meshes = sorted({i.mesh for i in everything})
+    # Only this console's mesh is shown (meshes may share a store): no mesh filter.
     actors = sorted({i.actor for i in everything})
-    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
-    mesh = c1.selectbox("Mesh", [ANY, *meshes], key="filter-mesh")
-    actor = c2.selectbox("Actor", [ANY, *actors], key="filter-actor")
-    minutes = c3.number_input("Waiting at least (minutes)", min_value=0, value=0, step=5,
+    c1, c2, c3 = st.columns([2, 2, 3])
+    actor = c1.selectbox("Actor", [ANY, *actors], key="filter-actor")
+    minutes = c2.number_input("Waiting at least (minutes)", min_value=0, value=0, step=5,
                               key="filter-age")
-    low, high = c4.slider("Judge's score", 0.0, 1.0, (0.0, 1.0), step=0.05,
+    low, high = c3.slider("Judge's score", 0.0, 1.0, (0.0, 1.0), step=0.05,
                           key="filter-score")
-    return Filters(mesh=None if mesh == ANY else mesh, actor=None if actor == ANY else actor,
+    return Filters(actor=None if actor == ANY else actor,
                    min_age=minutes * 60.0 if minutes else None,
                    min_score=low if low > 0 else None, max_score=high if high < 1 else None)
 
 
-def images(item: ReviewItem) -> None:
+def _image(console: Console, item: ReviewItem, ref: ImageRef) -> bytes | str | None:
+    """One image of a card, or a placeholder with the reason it cannot be shown (an
+    unreadable URL, a refused one, bytes that do not decode): never an exception."""
+    if ref.url is None:
+        st.info(f"No {ref.label} image in the payload.")
+        return None
+    try:
+        data = read_image(ref.url, storage=console.ctx.storage())
+        name = ref.url.rstrip("/").rsplit("/", 1)[-1]
+        st.image(data, caption=f"{ref.label} · {md_escape(name)}", width="stretch")
+    except Exception as exc:  # one bad image must not take the queue with it
+        log.warning("review item %s: cannot show the %s image %s: %s", item.id, ref.label,
+                    ref.url, exc)
+        st.warning(f"{ref.label}: cannot show {md_escape(ref.url)}: "
+                   f"{md_escape(_reason(exc))}", icon=":material/broken_image:")
+        return None
+    return data
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, AsyaError) else f"{type(exc).__name__}: {text}"
+
+
+def images(console: Console, item: ReviewItem) -> None:
     refs = image_refs(item.payload)
     cols = st.columns(2)
     loaded: list[tuple[str, bytes | str]] = []
     for col, ref in zip(cols, refs, strict=True):
         with col:
-            if ref.url is None:
-                st.info(f"No {ref.label} image in the payload.")
-                continue
-            try:
-                data = read_image(ref.url)
-            except AsyaError as exc:
-                st.warning(f"{ref.label}: cannot show {ref.url}: {exc}")
-                continue
-            name = ref.url.rstrip("/").rsplit("/", 1)[-1]
-            st.image(data, caption=f"{ref.label} · {name}", width="stretch")
-            loaded.append((f"{ref.label} · {ref.url}", data))
+            data = _image(console, item, ref)
+            if data is not None and ref.url is not None:
+                loaded.append((f"{ref.label} · {ref.url}", data))
     if loaded:
         with st.expander("Full resolution"):
             for label, data in loaded:
-                st.caption(label)
+                st.caption(md_escape(label))
                 st.image(data, width="content")
 
 
@@ -153,7 +175,7 @@ def judge_and_route(item: ReviewItem) -> None:
     score = "—" if verdict.score is None else f"{verdict.score:.2f}"
     c1, c2 = st.columns(2)
     c1.metric("Judge's score", score)
-    c2.metric("Verdict", verdict.verdict or "—")
+    c2.metric("Verdict", md_escape(verdict.verdict or "—"))
     for reason in verdict.reasons:
         st.markdown(f"- {md_escape(reason)}")
     if verdict.defects:
@@ -161,10 +183,16 @@ def judge_and_route(item: ReviewItem) -> None:
     route = item.envelope.get("route", {})
     hops = next_hops(item)
     st.markdown(
-        f"**Came from** {' → '.join(route.get('prev', [])) or '(start)'} → `{item.actor}`  \n"
-        f"**Approve** → {' → '.join(hops['approve'])}  \n"
-        f"**Send back** → {' → '.join(hops['send_back'])}  \n"
-        f"**Reject** → {' → '.join(hops['reject'])}")
+        f"**Came from** {_path(route.get('prev', [])) or '(start)'} → {md_code(item.actor)}"
+        f"  \n**Approve** → {_path(hops['approve'])}  \n"
+        f"**Send back** → {_path(hops['send_back'])}  \n"
+        f"**Reject** → {_path(hops['reject'])}")
+
+
+def _path(hops: Any) -> str:
+    """Actor names as an arrow path, each shown literally."""
+    names = hops if isinstance(hops, list) else [hops]
+    return " → ".join(md_escape(str(h)) for h in names)
 
 
 def decisions(console: Console, reviewer: str, item: ReviewItem) -> None:
@@ -186,19 +214,30 @@ def decisions(console: Console, reviewer: str, item: ReviewItem) -> None:
 
 def card(console: Console, reviewer: str, item: ReviewItem, now: float) -> None:
     with st.container(border=True, key=f"item-{item.id}"):
-        st.markdown(f"#### `{item.id}` · {item.actor} · waiting {_age(now - item.parked_at)}")
-        action = item.options.get("deadline_action", "reject")
-        st.caption(f"mesh {item.mesh} · parked {_when(item.parked_at)}"
-                   + (f" · deadline {_when(item.deadline)}, then {action}"
-                      if item.deadline else ""))
-        left, right = st.columns([3, 2])
-        with left:
-            images(item)
-        with right:
-            judge_and_route(item)
-            with st.expander("Payload"):
-                st.json(item.payload)
+        st.markdown(f"#### {md_code(item.id)} · {md_escape(item.actor)} · waiting "
+                    f"{_age(now - item.parked_at)}")
+        try:
+            body(console, item)
+        except Exception as exc:  # a payload that breaks its card leaves the others be
+            log.warning("review item %s cannot be shown: %s", item.id, exc, exc_info=True)
+            st.error(f"This item cannot be shown: {md_escape(_reason(exc))}. You can "
+                     "still decide on it; the payload is below.")
+            st.code(json.dumps(item.payload, indent=2, default=str), language="json")
         decisions(console, reviewer, item)
+
+
+def body(console: Console, item: ReviewItem) -> None:
+    action = item.options.get("deadline_action", "reject")
+    st.caption(f"mesh {md_escape(item.mesh)} · parked {_when(item.parked_at)}"
+               + (f" · deadline {_when(item.deadline)}, then {md_escape(str(action))}"
+                  if item.deadline else ""))
+    left, right = st.columns([3, 2])
+    with left:
+        images(console, item)
+    with right:
+        judge_and_route(item)
+        with st.expander("Payload"):
+            st.json(item.payload)
 
 
 def page() -> None:

@@ -18,7 +18,7 @@ import streamlit as st
 from asya_agents.errors import AsyaError
 from asya_agents.stores import ResultRecord
 from ui import state
-from ui.console import Console, md_escape, rates
+from ui.console import Console, md_code, md_escape, rates
 
 REFRESH_SECONDS = 5
 REJECTED_IN_REVIEW = "rejected-in-review"
@@ -74,7 +74,7 @@ def _error_title(rec: ResultRecord) -> str:
     err = rec.error or {}
     kind = str(err.get("type", "?")).rsplit(".", 1)[-1]
     where = err.get("actor") or rec.route.get("curr", "?")
-    return f"{rec.id} · at {where} · {md_escape(kind)}: " \
+    return f"{md_code(rec.id)} · at {md_escape(str(where))} · {md_escape(kind)}: " \
            f"{md_escape(str(err.get('message', ''))[:100])}"
 
 
@@ -88,12 +88,12 @@ def failures(console: Console) -> None:
         err = rec.error or {}
         with st.expander(_error_title(rec)):
             when = dt.datetime.fromtimestamp(rec.recorded_at, dt.UTC)
-            st.markdown(f"**Reason** {err.get('reason', '?')} · **attempt** "
-                        f"{err.get('attempt', '?')} · **recorded** "
+            st.markdown(f"**Reason** {md_escape(str(err.get('reason', '?')))} · **attempt** "
+                        f"{md_escape(str(err.get('attempt', '?')))} · **recorded** "
                         f"{when:%Y-%m-%d %H:%M:%S} UTC  \n**Message** "
                         f"{md_escape(str(err.get('message', '')))}")
             if err.get("traceback"):
-                st.code(err["traceback"], language="text")
+                st.code(str(err["traceback"]), language="text")
             st.json(rec.payload, expanded=False)
             if err.get("reason") == REJECTED_IN_REVIEW:
                 # A person decided this one; replaying would overrule them.
@@ -106,7 +106,7 @@ def failures(console: Console) -> None:
 def page() -> None:
     console = state.console()
     state.reviewer()
-    st.title(f"Mesh status · {console.mesh}")
+    st.title(f"Mesh status · {md_escape(console.mesh)}")
     live = st.toggle("Refresh every 5 s", value=True, key="status-live")
 
     @st.fragment(run_every=REFRESH_SECONDS if live else None)

@@ -2,8 +2,8 @@
 settled (acked, requeued, re-parked) in batches.
 
 A replica consumes each queue on a channel of its own, with manual acks and a prefetch
-equal to what the runtime first asks for (the actor's ``concurrency``, or its batch
-size), so the broker never pushes more than the replica may hold. Deliveries skip
+that follows what the runtime may hold (``receive``'s ``capacity``, see
+:mod:`.prefetch`). Deliveries skip
 aio-pika's message objects: they arrive on the raw channel's
 :class:`~asya_agents.transports.rabbitmq.paths.WirePath`, decoded by the connection's
 FrameReader or by aiormq, and wait in the consumer's buffer.
@@ -38,6 +38,7 @@ from asya_agents.errors import TransportError
 from asya_agents.transports.base import Delivery, Outgoing
 from asya_agents.transports.rabbitmq.frames import Incoming
 from asya_agents.transports.rabbitmq.paths import ChannelGone, WirePath, open_path
+from asya_agents.transports.rabbitmq.prefetch import resize_to
 from asya_agents.transports.rabbitmq.publish import Publisher
 from asya_agents.transports.rabbitmq.reader import FrameReader
 from asya_agents.transports.rabbitmq.session import FOREIGN, Session
@@ -73,9 +74,17 @@ class Consumer:
     prefetch: int = 1
     buffer: asyncio.Queue[Incoming] = field(default_factory=asyncio.Queue)
     path: WirePath | None = None
+    #: The consumer tag deliveries come under now ("" while none does).
+    tag: str = ""
     outstanding: set[int] = field(default_factory=set)
     acks: list[int] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    #: What the channel may hold in all (the capacity it follows): ``prefetch`` plus
+    #: the tags still held from consumers cancelled on the way (see :mod:`.prefetch`).
+    target: int = 1
+    orphans: set[int] = field(default_factory=set)
+    #: Held while the consumer is replaced with one of another prefetch.
+    resizing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def frames(self) -> FrameReader | None:
@@ -124,7 +133,8 @@ class Consuming:
         if queue not in self.consumers:
             await self._session.channel()
             channel = await self._session.open_channel()
-            consumer = Consumer(self._names.queue(queue), channel, max(prefetch, 1))
+            consumer = Consumer(self._names.queue(queue), channel, max(prefetch, 1),
+                                target=max(prefetch, 1))
             try:
                 await channel.set_qos(prefetch_count=consumer.prefetch)
                 await channel.declare_queue(consumer.name, passive=True)
@@ -158,13 +168,54 @@ class Consuming:
         if consumer.timer is not None:
             consumer.timer.cancel()  # acks for the lost channel: the broker requeued those
         consumer.outstanding, consumer.acks, consumer.timer = set(), [], None
+        consumer.orphans = set()
         consumer.path = open_path(raw, label=consumer.name)
-        self._consumes += 1
-        await consumer.path.consume(consumer.name, f"asya-{self._id}-{self._consumes}",
-                                    consumer)
+        await self._start(consumer, consumer.path)
 
-    async def receive(self, queue: str, *, max_messages: int, wait: float) -> list[Delivery]:
-        consumer = await self._consumer(queue, max_messages)
+    async def _start(self, consumer: Consumer, path: WirePath) -> None:
+        self._consumes += 1
+        tag = f"asya-{self._id}-{self._consumes}"
+        await path.consume(consumer.name, tag, consumer)
+        consumer.tag = tag
+
+    async def follow(self, consumer: Consumer, capacity: int) -> None:
+        """Make what ``consumer`` may hold follow ``capacity`` (see :mod:`.prefetch`):
+        cancel it, start it again with the new prefetch, less its orphans."""
+        capacity = max(capacity, 1)
+        if consumer.path is None or consumer.resizing.locked():
+            return
+        if consumer.orphans:
+            consumer.orphans &= consumer.outstanding
+        size = resize_to(capacity, target=consumer.target, prefetch=consumer.prefetch,
+                         orphans=len(consumer.orphans), running=bool(consumer.tag))
+        if size is None:
+            return
+        async with consumer.resizing:
+            await self._resize(consumer, size)
+
+    async def _resize(self, consumer: Consumer, capacity: int) -> None:
+        path = consumer.path
+        assert path is not None
+        try:
+            # A channel being restored after a reconnect waits for that first.
+            async with asyncio.timeout(self._session.timeout):
+                if consumer.tag:
+                    await path.cancel(consumer.tag)
+                    consumer.tag = ""  # no consumer until the next one starts
+                consumer.orphans = set(consumer.outstanding)
+                prefetch = max(1, capacity - len(consumer.orphans))
+                await consumer.channel.set_qos(prefetch_count=prefetch)
+                await self._start(consumer, path)
+        except FOREIGN as exc:
+            raise TransportError(f"cannot change what {consumer.name!r} may hold to "
+                                 f"{capacity}: {exc}") from exc
+        consumer.prefetch, consumer.target = prefetch, capacity
+
+    async def receive(self, queue: str, *, max_messages: int, wait: float,
+                      capacity: int | None = None) -> list[Delivery]:
+        consumer = await self._consumer(queue, capacity or max_messages)
+        if capacity is not None:
+            await self.follow(consumer, capacity)
         deadline = time.monotonic() + wait
         got: list[Delivery] = []
         while not got:

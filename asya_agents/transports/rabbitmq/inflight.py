@@ -87,14 +87,15 @@ class InFlight:
 
     async def stats(self, queue: str) -> QueueStats:
         name = self._names.queue(queue)
-        depth = await self._depth(name)
+        depth, consumers = await self._depth(name)
         unacked = await self._management_unacked(name)
         if unacked is None:
             await self._watch_reports()
             unacked = self._held(queue) + self._reports.total(queue)
-        return QueueStats(depth=depth, in_flight=unacked)
+        return QueueStats(depth=depth, in_flight=unacked, consumers=consumers)
 
-    async def _depth(self, name: str) -> int:
+    async def _depth(self, name: str) -> tuple[int, int]:
+        """Ready messages and consumers of ``name``, from a passive declare."""
         try:
             if self._stats_ch is None or self._stats_ch.is_closed:
                 self._stats_ch = await self._session.plain_channel()
@@ -105,7 +106,7 @@ class InFlight:
         except FOREIGN as exc:
             self._stats_ch = None  # a failed passive declare closes the channel
             raise TransportError(f"cannot read the depth of {name!r}: {exc}") from exc
-        return int(declared.message_count or 0)
+        return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
     # -- reporting ----------------------------------------------------------------
 

@@ -71,6 +71,11 @@ class WirePath(Protocol):
     async def consume(self, queue: str, consumer_tag: str, sink: ConsumerSink) -> None:
         """Consume ``queue`` (manual acks) into ``sink`` from its first delivery on."""
 
+    async def cancel(self, consumer_tag: str) -> None:
+        """Stop consumer ``consumer_tag``: the broker delivers nothing under it after
+        its cancel-ok, and what it delivered stays unacked on the channel, to settle as
+        before."""
+
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       headers: dict[str, Any]) -> None:
         """Publish one persistent, mandatory message; return once it is confirmed."""
@@ -143,6 +148,10 @@ class FramePath:
             self.reader.forget(self.number)
             raise
 
+    async def cancel(self, consumer_tag: str) -> None:
+        # The reader takes this tag's last deliveries until the next consume replaces it.
+        await self.raw.basic_cancel(consumer_tag)
+
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       headers: dict[str, Any]) -> None:
         confirms = self.confirms
@@ -194,6 +203,10 @@ class AiormqPath:
     async def consume(self, queue: str, consumer_tag: str, sink: ConsumerSink) -> None:
         await self.raw.basic_consume(queue, _deliveries_to(sink), no_ack=False,
                                      consumer_tag=consumer_tag)
+
+    async def cancel(self, consumer_tag: str) -> None:
+        await self.raw.basic_cancel(consumer_tag)
+        await asyncio.sleep(0)  # aiormq's tasks for its last deliveries run first
 
     async def publish(self, exchange: str, routing_key: str, body: bytes,
                       headers: dict[str, Any]) -> None:

@@ -7,9 +7,9 @@ façade over the parts of this package, each explained in its own module:
 - :mod:`.topology`: each actor's durable quorum queue ``PREFIX-MESH-ACTOR``, its
   dead-letter queue, and the delay ladder that serves retries without a plugin;
 - :mod:`.publish`: persistent, ``mandatory`` publishes, each awaited until confirmed;
-- :mod:`.consume`: a channel per consumed queue with manual acks and a prefetch equal
-  to what the runtime first asks for; batched acks; no leases (a delivery belongs to
-  its channel until it is settled or the channel dies);
+- :mod:`.consume`: a channel per consumed queue with manual acks and a prefetch that
+  follows what the runtime may hold (``receive``'s ``capacity``); batched acks; no
+  leases (a delivery belongs to its channel until it is settled or the channel dies);
 - :mod:`.inflight`: ready and unacked counts for scaling;
 - :mod:`.paths`: how the hot frames of a channel travel: through the connection's
   :mod:`.reader` (``amqp://``) or through aiormq (``amqps://``, or
@@ -62,6 +62,8 @@ class RabbitMQTransport:
         self.url, self.mesh, self.prefix = url, mesh, prefix
         self.management_url = management_url or None
         self.max_message_bytes = max_message_bytes
+        #: The quorum queues' ``x-delivery-limit``: returned deliveries after which a
+        #: message moves to the actor's ``-dlq`` (the protocol's ``delivery_limit``).
         self.delivery_limit = delivery_limit
         #: Deliveries, confirms and acks through the connection's FrameReader (the hot
         #: path, ``amqp://``); False leaves every frame to aiormq, as on ``amqps://``.
@@ -102,11 +104,14 @@ class RabbitMQTransport:
         await self._publisher.send(messages, max_bytes=self.max_message_bytes)
 
     async def receive(
-        self, queue: str, *, max_messages: int, wait: float, visibility: float
+        self, queue: str, *, max_messages: int, wait: float, visibility: float,
+        capacity: int | None = None,
     ) -> list[Delivery]:
         """Deliveries of ``queue``; ``visibility`` is not used: a RabbitMQ lease lasts
-        as long as the consumer's channel."""
-        return await self._consuming.receive(queue, max_messages=max_messages, wait=wait)
+        as long as the consumer's channel. ``capacity`` sets the consumer's prefetch
+        (when it changes; else the first ``max_messages``)."""
+        return await self._consuming.receive(queue, max_messages=max_messages, wait=wait,
+                                             capacity=capacity)
 
     async def ack(self, delivery: Delivery) -> None:
         """Ack ``delivery`` (its ``basic.ack`` lingers, see :meth:`Consuming.ack`)."""
