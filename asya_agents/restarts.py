@@ -7,7 +7,9 @@ at once. The messages it held come back, and the delivery limit
 that message at ``error-end``, which needs prompt restarts to get there.
 
 A replica that dies before it got going (its class's ``__init__`` raises, a model does
-not load, a setting is wrong) would die the same way again at once: restarting it in a
+not load, a setting is wrong) would die the same way again at once (one killed from
+outside before it got going, by a signal and with no error of its own, did not fail and
+is restarted at once like one that got going): restarting it in a
 tight loop prints a traceback a hundred times a minute and helps nobody. So those
 restarts wait, :attr:`RestartPolicy.initial` doubling up to
 :attr:`RestartPolicy.maximum`, one replica at a time, and the actor counts as
@@ -107,13 +109,18 @@ class Restarts:
     def crash_looping(self) -> bool:
         return self.failures > 0
 
-    def died(self, now: float, *, got_going: bool, error: str | None = None) -> float:
-        """A replica died (not one told to stop); the seconds before the next start."""
+    def died(self, now: float, *, got_going: bool, error: str | None = None,
+             killed: bool = False) -> float:
+        """A replica died (not one told to stop); the seconds before the next start.
+
+        ``killed``: it was killed from outside (SIGKILL, SIGTERM, SIGINT or SIGHUP from
+        someone other than the supervisor, with no error of its own), so it did not fail:
+        whether or not it got going, it is restarted at once, within the burst."""
         self.last_error = error or self.last_error
         self._deaths.append(now)
         while now - self._deaths[0] > self.policy.window:
             self._deaths.popleft()
-        if got_going and len(self._deaths) <= self.policy.burst:
+        if (got_going or killed) and len(self._deaths) <= self.policy.burst:
             self.not_before = now
             return 0.0
         self.failures += 1

@@ -45,6 +45,10 @@ __all__ = ["Supervisor", "run_supervisor"]
 log = logging.getLogger("asya.supervisor")
 _TICK = 0.2
 _KILL_GRACE = 5.0
+#: Return codes of a replica killed from outside (by an operator, a test, the OOM killer)
+#: rather than failing on its own.
+_KILLED = frozenset(-int(sig) for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT,
+                                          signal.SIGHUP))
 
 
 @dataclass
@@ -201,7 +205,9 @@ class Supervisor:
               error: str | None, now: float) -> None:
         actor.restarts += 1
         why = "asked to be replaced" if code == EXIT_RESTART else f"exit code {code}"
-        delay = actor.crashes.died(now, got_going=got_going, error=error or why)
+        killed = error is None and code in _KILLED
+        delay = actor.crashes.died(now, got_going=got_going, error=error or why,
+                                   killed=killed)
         if delay <= 0:
             log.warning("replica %s of %s died (%s); replacing", rep.proc.pid, actor.name,
                         why)

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -257,7 +258,7 @@ def _throttled(locked: bool, wait: float) -> Outcome:
         return Outcome("locked", "Too many failed sign-ins: locked for about "
                                  f"{minutes} min. Try again later.", retry_after=wait)
     return Outcome("throttled", "Too many failed sign-ins: wait "
-                                f"{max(1, round(wait))} s before trying again.",
+                                f"{max(1, math.ceil(wait))} s before trying again.",
                    retry_after=wait)
 
 

@@ -201,3 +201,20 @@ def test_asya_up_shows_a_crash_loop_and_restarts_a_replica_that_got_going_at_onc
     # each failed start of `heavy` is one line, not a traceback a hundred times a minute
     assert "Traceback" not in text
     assert text.count("weights not found") >= 2
+
+
+def test_a_replica_killed_from_outside_before_it_got_going_is_restarted_at_once() -> None:
+    # Given replicas SIGKILLed while they start (a chaos test, the OOM killer, an operator)
+    clock, record = FakeClock(), Restarts(RestartPolicy(burst=30, window=60.0))
+    delays = []
+    for _ in range(10):
+        # When each is killed before it got going, with no error of its own
+        delays.append(record.died(clock(), got_going=False, error="exit code -9",
+                                  killed=True))
+        clock.advance(2.0)
+    # Then each is replaced at once and the actor is not crash-looping
+    assert delays == [0.0] * 10 and not record.crash_looping
+    # But kills in a tight loop past the burst still back off
+    for _ in range(25):
+        record.died(clock(), got_going=False, error="exit code -9", killed=True)
+    assert record.crash_looping and record.next_start_in(clock()) > 0
