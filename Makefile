@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance bench-llm bench-spike clean k8s-generate
+.PHONY: install lint typecheck test check bench-mesh bench-brokers bench-enhance bench-llm bench-spike bench-fanin clean k8s-generate
 
 # torch is pinned first: 2.13.0 is the CPU build (a range would pull a CUDA build).
 # constraints.txt pins what a fresh resolve would otherwise backtrack on.
@@ -27,6 +27,11 @@ check: lint typecheck test
 
 bench-mesh:
 	$(PY) bench/bench_mesh.py
+
+# A 1 -> 100 fan-out gathered again (spec.fanIn) against the same fan-out whose children
+# end on their own, on the embedded transport and RabbitMQ (skipped when absent).
+bench-fanin:
+	$(PY) bench/bench_fanin.py $(ARGS)
 
 # The mesh on RabbitMQ beside raw aio-pika and a Celery chain (needs RabbitMQ on :5672).
 bench-brokers:

@@ -27,7 +27,13 @@ from asya_agents.errors import UnknownActorError
 from asya_agents.manifest import LoadedMesh, load_mesh
 from asya_agents.settings import Settings
 from asya_agents.storage import StoragePolicy
-from asya_agents.stores import ResultStore, open_result_store, open_review_store
+from asya_agents.stores import (
+    ResultStore,
+    open_group_store,
+    open_result_store,
+    open_review_store,
+)
+from asya_agents.stores.groups import GroupStore
 from asya_agents.stores.review_base import ReviewStore
 from asya_agents.transports import Backend, Outgoing, open_transport
 
@@ -49,6 +55,7 @@ class MeshContext:
         self.store_url = store_url
         self._results: ResultStore | None = None
         self._reviews: ReviewStore | None = None
+        self._groups: GroupStore | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -122,13 +129,26 @@ class MeshContext:
                 self._reviews = open_review_store(self.store_url, state_dir=self.state_dir)
             return self._reviews
 
+    def groups(self) -> GroupStore | None:
+        """The fan-in group store, when the mesh has a ``fanIn`` actor (opened once,
+        closed by :meth:`close`)."""
+        if not self.loaded.gathers:
+            return None
+        with self._lock:
+            if self._groups is None:
+                url = self.settings.store.groups_url or self.store_url
+                self._groups = open_group_store(url, state_dir=self.state_dir,
+                                                mesh=self.name)
+            return self._groups
+
     def supervisor(self) -> dict[str, Any]:
         """The local supervisor's status, ``{}`` when none runs for this state folder."""
         return status.read_supervisor(self.state_dir)
 
     def close(self) -> None:
         with self._lock:
-            stores, self._results, self._reviews = [self._results, self._reviews], None, None
+            stores: list[Any] = [self._results, self._reviews, self._groups]
+            self._results, self._reviews, self._groups = None, None, None
         for store in stores:
             if store is not None:
                 store.close()
@@ -140,7 +160,7 @@ class MeshContext:
         return await status.snapshot(mesh=self.name, transport_kind=self.kind,
                                      actors=self.actors, transport=transport,
                                      store=self.results(), supervisor=self.supervisor(),
-                                     state_dir=self.state_dir)
+                                     state_dir=self.state_dir, groups=self.groups())
 
     async def send(self, transport: Backend, envelopes: list[Envelope]) -> None:
         """Declare the mesh's queues and enqueue ``envelopes`` (durably, when this

@@ -112,16 +112,20 @@ class DeadLetterSweep:
     """Moves what a broker dead-lettered from the actors' queues into error-end: each
     message failed with reason ``delivery-limit`` (poison when it is not an envelope),
     its route kept, so that ``asya results --status failed`` lists it and ``asya
-    replay`` sends it back where it was."""
+    replay`` sends it back where it was. A fan-out child on its way to one of the
+    mesh's ``gathers`` goes to that gather instead, failed the same way, so that its
+    group ends with it (:meth:`~asya_agents.hop.Router.dead_lettered`)."""
 
     #: Messages taken from one dead-letter queue per look.
     BATCH = 10
 
     def __init__(self, transport: Transport, actors: Iterable[str], *,
-                 mesh_actors: frozenset[str], max_bytes: int, lease: float = 30.0) -> None:
+                 mesh_actors: frozenset[str], max_bytes: int, lease: float = 30.0,
+                 gathers: frozenset[str] = frozenset()) -> None:
         self.transport = transport
         self.lease = lease
-        self.routers = {a: Router(a, mesh_actors, max_bytes=max_bytes) for a in actors}
+        self.routers = {a: Router(a, mesh_actors, max_bytes=max_bytes, gathers=gathers)
+                        for a in actors}
 
     async def once(self) -> int:
         """One look into every actor's dead-letter queue; how many messages moved."""
@@ -170,8 +174,8 @@ class DeadLetterSweep:
             with contextlib.suppress(TransportError):
                 await self.transport.nack(delivery)
             return 0
-        log.warning("moved a message from %s to error-end (the broker's delivery limit)",
-                    queue)
+        log.warning("moved a message from %s to %s (the broker's delivery limit)",
+                    queue, failed.queue)
         return 1
 
 
@@ -210,7 +214,8 @@ def crew_runtime(config: RuntimeConfig, *, transport: Transport, store: ResultSt
     sweep = None
     if transport.delivery_limit is not None:
         sweep = DeadLetterSweep(transport, actors, mesh_actors=frozenset(config.actors),
-                                max_bytes=config.max_bytes, lease=config.lease)
+                                max_bytes=config.max_bytes, lease=config.lease,
+                                gathers=frozenset(config.gathers))
     return ErrorEndRuntime(config, transport=transport, store=store, sweep=sweep,
                            every=sweep_every, clock=clock)
 

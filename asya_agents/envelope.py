@@ -8,6 +8,13 @@ Framework bookkeeping lives in ``meta`` (see :class:`Meta`), so an envelope read
 any queue or store explains itself: which attempt it is on, where it came from when it
 was fanned out, how much of its root it stands for (``weight``), when each hop ran, and
 for failures the error.
+
+Fan-outs nest: each child pushes a :class:`FanOut` frame (its parent, its place in the
+fan-out order, its share of the parent) onto ``meta.fanout``, so that a ``fanIn`` actor
+gathers the group of the nearest fan-out and the gathered envelope, with that frame
+popped, goes on as its parent would. A list knows its length and gives each child an
+equal share; a generator does not, so :class:`StreamShares` gives the shares of a fan-out
+of unknown length as it yields, holding back only the last child to give it the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import json
 import time
 import uuid
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,11 +35,15 @@ __all__ = [
     "ERROR_END",
     "HAPPY_END",
     "MAX_ENVELOPE_BYTES",
+    "ChildFailure",
     "Envelope",
     "ErrorInfo",
+    "FanOut",
+    "Gathered",
     "Hop",
     "Meta",
     "Route",
+    "StreamShares",
     "new_id",
 ]
 
@@ -96,6 +107,33 @@ class Hop(_Model):
     attempt: int = 1
 
 
+class FanOut(_Model):
+    """One fan-out an envelope descends from (``meta.fanout``, the nearest last)."""
+
+    parent: str = Field(description="id of the envelope that fanned out")
+    index: int = Field(ge=0, description="place in the fan-out order (0 first)")
+    share: str = Field(description="this child's share of its parent, a fraction as text")
+
+
+class ChildFailure(_Model):
+    """A child of a gathered group that failed (or, on a timeout, never came)."""
+
+    id: str
+    index: int
+    error: ErrorInfo
+
+
+class Gathered(_Model):
+    """``meta.fanin`` of an envelope a ``fanIn`` actor gathered: how many children its
+    handler got, the ones that failed (``partial: true``), the share of the group that
+    never arrived before ``timeout`` and why the group ended."""
+
+    children: int = Field(ge=0)
+    failed: list[ChildFailure] = Field(default_factory=list)
+    missing: str = "0"
+    ending: Literal["complete", "timeout"] = "complete"
+
+
 class Meta(_Model):
     """Bookkeeping owned by the runtime; handlers read it but their changes are ignored.
 
@@ -111,6 +149,9 @@ class Meta(_Model):
     - ``delivery_count``: how often the transport delivered this copy (when it knows).
     - ``replays``: how often ``asya replay`` sent this envelope back after a failure; a
       record of an earlier replay never overwrites one of a later (the result store).
+    - ``fanout``: the fan-outs this envelope descends from, the nearest last
+      (:class:`FanOut`); a ``fanIn`` actor gathers the group of the last one.
+    - ``fanin``: set on an envelope a ``fanIn`` actor gathered (:class:`Gathered`).
     """
 
     attempt: int = 1
@@ -123,6 +164,8 @@ class Meta(_Model):
     error: ErrorInfo | None = None
     delivery_count: int | None = None
     replays: int = Field(default=0, ge=0)
+    fanout: list[FanOut] = Field(default_factory=list)
+    fanin: Gathered | None = None
 
     @field_validator("weight")
     @classmethod
@@ -251,18 +294,58 @@ class Envelope(_Model):
     def fan_out(self, payloads: list[Any]) -> list[Envelope]:
         """Children for a fan-out: ids ``<id>.<i>`` (stable across redeliveries, so a
         retried fan-out produces the same ids), each with an equal share of weight."""
-        share = Fraction(self.meta.weight) / max(len(payloads), 1)
-        children = []
-        for index, payload in enumerate(payloads):
-            meta = self.meta.model_copy(
-                update={"parent_id": self.id, "weight": str(share), "root_id": self.root_id}
-            )
-            children.append(
-                self.model_copy(
-                    update={"id": f"{self.id}.{index}", "payload": payload, "meta": meta}
-                )
-            )
-        return children
+        share = Fraction(1, max(len(payloads), 1))
+        return [self.child(payload, index, share) for index, payload in enumerate(payloads)]
+
+    def child(self, payload: Any, index: int, share: Fraction) -> Envelope:
+        """Fan-out child ``index`` of this envelope with ``share`` of its weight: id
+        ``<id>.<index>``, a :class:`FanOut` frame pushed on ``meta.fanout``."""
+        text = str(share)
+        frame = FanOut(parent=self.id, index=index, share=text)
+        weight = text if self.meta.weight == "1" else str(Fraction(self.meta.weight) * share)
+        meta = self.meta.model_copy(update={
+            "parent_id": self.id, "weight": weight,
+            "root_id": self.root_id, "fanout": [*self.meta.fanout, frame]})
+        return self.model_copy(update={"id": f"{self.id}.{index}", "payload": payload,
+                                       "meta": meta})
+
+
+class StreamShares:
+    """The shares of a fan-out whose length is known only at its end (a generator).
+
+    Children come in chunks: chunk ``c`` holds ``2**c`` children (1, 2, 4, ...) and half
+    of what chunks before it left, ``1/2**(c+1)``, split evenly, so child ``i`` of chunk
+    ``c`` gets ``1/2**(2c+1)``. The last child takes whatever is left, which makes the
+    shares add up to exactly 1 without knowing the count. Only the last child has to
+    wait for the end, so a caller holds back one child, not a chunk; and as chunks
+    double, a share's denominator grows with the log of the count (100,000 children:
+    at most ``2**33``), so ``meta.weight`` stays short text. The shares depend only on
+    the index and the count: a generator that yields the same items on a redelivery
+    gives its children the same ids and weights.
+    """
+
+    def __init__(self) -> None:
+        self.given = Fraction(0)
+        self.count = 0
+
+    @staticmethod
+    def share(index: int) -> Fraction:
+        """The share of child ``index`` when it is not the last."""
+        chunk = (index + 1).bit_length() - 1
+        return Fraction(1, 2 ** (2 * chunk + 1))
+
+    def next(self) -> Fraction:
+        """The share of the next child, which is not the last."""
+        share = self.share(self.count)
+        self.given += share
+        self.count += 1
+        return share
+
+    def last(self) -> Fraction:
+        """The share of the last child: what the others left."""
+        self.count += 1
+        rest, self.given = 1 - self.given, Fraction(1)
+        return rest
 
 
 def _describe(exc: ValidationError) -> str:

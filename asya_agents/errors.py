@@ -23,6 +23,7 @@ enter the project, with ``raise ... from exc``, so that callers catch one tree::
     ├── GatewayError                the gateway cannot serve a request as asked
     │   ├── JobNotFound             no job has that id
     │   └── JobConflict             the job's state forbids it (a reused key, a cancel)
+    ├── FanInError                  a fan-in group cannot be gathered (``reason`` says why)
     ├── ActorTimeout                a handler ran past ``resiliency.actorTimeout``
     └── DeliveryLimitExceeded       a message came more often than ``resiliency.maxDeliveries``
 """
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "DeliveryLimitExceeded",
     "EnvelopeError",
+    "FanInError",
     "GatewayError",
     "HandlerError",
     "HistoryAlteredError",
@@ -152,6 +154,19 @@ class JobNotFound(GatewayError):
 class JobConflict(GatewayError):
     """The job's state forbids the request: an Idempotency-Key reused with another
     body, a cancel of work already on its way, a decision on a job that waits for none."""
+
+
+class FanInError(AsyaError):
+    """A fan-in group ends without a gathered envelope: a child failed, the group timed
+    out, its children disagree on the route after the gather, the gather's handler
+    returned something other than one payload, or an envelope reached a ``fanIn``
+    actor without a fan-out group. ``reason`` is the ``meta.error.reason`` it ends
+    with at ``error-end`` (``fan-in-child-failed``, ``fan-in-timeout``, ...); it is
+    never retried."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class ActorTimeout(AsyaError):

@@ -14,16 +14,22 @@ may name), unless ``spec.config`` sets ``storage`` itself.
 
 The call itself adapts to the handler: ``async def`` is awaited, a sync function runs on
 a worker thread (so the event loop keeps leasing, heartbeating and acking), and a
-generator, sync or async, fans out everything it yields.
+generator, sync or async, fans out everything it yields. :meth:`Handler.start` hands a
+generator over as a stream (:attr:`Result.stream`), so that the runtime publishes its
+children while it still yields, in bounded memory; :meth:`Handler.call` collects them
+(a batch handler, ``call_handler`` in tests). A sync generator runs on the worker thread
+and hands each item over as it is made, running at most :data:`PULL_MAX` items ahead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,16 +37,21 @@ from typing import Any
 from asya_agents.errors import HandlerError
 from asya_agents.storage import StoragePolicy
 
-__all__ = ["Handler", "Result", "load_handler", "resolve_path"]
+__all__ = ["PULL_MAX", "Handler", "Result", "load_handler", "resolve_path"]
+
+#: Items a sync generator may make ahead of the runtime that publishes them.
+PULL_MAX = 64
 
 
 @dataclass(frozen=True)
 class Result:
     """What one call produced: ``items`` are payloads (or envelopes in envelope mode);
-    ``fanned`` tells a list (fan-out, possibly empty) from a single value."""
+    ``fanned`` tells a list (fan-out, possibly empty) from a single value. A generator
+    started by :meth:`Handler.start` leaves ``items`` empty and yields from ``stream``."""
 
     items: list[Any]
     fanned: bool
+    stream: AsyncIterator[Any] | None = None
 
 
 def resolve_path(path: str) -> tuple[Any, list[str]]:
@@ -94,20 +105,77 @@ class Handler:
         )
 
     async def call(self, arg: Any) -> Result:
-        """Call the handler once; the shape of its return decides fan-out."""
+        """Call the handler once; the shape of its return decides fan-out. A generator
+        is run to its end and its items collected."""
+        result = await self.start(arg)
+        if result.stream is None:
+            return result
+        return Result([item async for item in result.stream], fanned=True)
+
+    async def start(self, arg: Any) -> Result:
+        """Call the handler once; a generator (sync or async) comes back as a stream
+        that yields while the generator does."""
         if self.is_async_gen:
-            return Result([item async for item in self.fn(arg)], fanned=True)
+            return Result([], fanned=True, stream=self.fn(arg))
+        if self.is_gen:
+            return Result([], fanned=True, stream=self._pulled(self.fn, arg))
         if self.is_async:
             return _shape(await self.fn(arg))
         loop = asyncio.get_running_loop()
-        if self.is_gen:
-            items = await loop.run_in_executor(self._executor, lambda: list(self.fn(arg)))
-            return Result(items, fanned=True)
         value = await loop.run_in_executor(self._executor, functools.partial(self.fn, arg))
         return _shape(value)
 
+    async def _pulled(self, fn: Callable[[Any], Iterator[Any]], arg: Any
+                      ) -> AsyncIterator[Any]:
+        """A sync generator's items, made on the worker thread and handed over one by
+        one as they come; it runs at most :data:`PULL_MAX` items ahead of the reader."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        room, stop = threading.Semaphore(PULL_MAX), threading.Event()
+
+        def hand(kind: str, value: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody reads
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def produce() -> None:
+            gen: Iterator[Any] | None = None
+            try:
+                gen = fn(arg)
+                for item in gen:
+                    room.acquire()
+                    if stop.is_set():
+                        return
+                    hand("item", item)
+                hand("end", None)
+            except BaseException as exc:  # the reader raises it
+                hand("error", exc)
+            finally:
+                if gen is not None:
+                    _close(gen)
+
+        loop.run_in_executor(self._executor, produce)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                room.release()
+                yield value
+        finally:
+            stop.set()
+            room.release()  # a producer waiting for room wakes and stops
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _close(gen: Iterator[Any]) -> None:
+    close = getattr(gen, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):  # a generator that fails as it closes
+            close()
 
 
 def _shape(value: Any) -> Result:

@@ -9,16 +9,21 @@ in one place and are tested without a queue:
   ``next`` becomes ``curr``; ``happy-end`` when nothing is left), with the handler's
   payload;
 - a list fans out: children ``<id>.<i>`` with an equal share of the weight; an empty
-  list ends the envelope;
+  list ends the envelope; a generator's children are made one by one as it yields
+  (:meth:`Router.child`, with :class:`~asya_agents.envelope.StreamShares`);
 - in envelope mode the handler's envelopes may rewrite ``next`` (and ``payload``,
   ``headers``), never ``prev``, ``curr`` or the id;
 - a failure carries ``meta.error`` and goes where the failure policy decided: the same
-  actor later (a retry), ``error-end``, or another actor that stands in for the hop;
+  actor later (a retry), ``error-end``, or another actor that stands in for the hop; a
+  fan-out child on its way to a ``fanIn`` actor (one is in its ``next``) goes to that
+  actor instead of ``error-end``, so that its group learns of it and never hangs;
 - a message that is not an envelope becomes one, at ``error-end``, with the reason;
 - a message delivered past the actor's ``maxDeliveries`` (every replica that took it
   died holding it), or one a broker moved to its dead-letter queue, goes to
   ``error-end`` with reason ``delivery-limit`` and its last known error
-  (:func:`delivery_limit_error`, :meth:`Router.dead_lettered`).
+  (:func:`delivery_limit_error`, :meth:`Router.dead_lettered`); a fan-out child goes
+  to its gather instead, like any failure (:meth:`Router.failed_to_gather`), one
+  dead-lettered from a gather's own queue back to that gather.
 
 Every outgoing envelope names an actor of the mesh, fits the size limit and has passed
 through fewer actors than the hop limit (the mesh's ``spec.hopLimit``: a route that
@@ -70,6 +75,8 @@ class Router:
     mode: str = "payload"
     max_bytes: int = 256 * 1024
     hop_limit: int = DEFAULT_HOP_LIMIT
+    #: The mesh's ``fanIn`` actors: where a failed fan-out child goes on its way to one.
+    gathers: frozenset[str] = frozenset()
 
     # -- success ------------------------------------------------------------------------
 
@@ -94,6 +101,23 @@ class Router:
         return [self.outgoing(child.advanced(
                     hop=hop, headers={**child.headers, TRACEPARENT: traceparent}))
                 for child in children]
+
+    def child(self, envelope: Envelope, item: Any, index: int, share: Fraction, *,
+              hop: Hop, traceparent: str) -> Outgoing:
+        """Child ``index`` of a streamed fan-out (a generator) with ``share`` of the
+        weight, moved one hop on and encoded."""
+        if self.mode == "envelope":
+            kid = self._returned(envelope, item, index, share)
+        else:
+            kid = envelope.child(item, index, share)
+        return self.outgoing(kid.advanced(
+            hop=hop, headers={**kid.headers, TRACEPARENT: traceparent}))
+
+    def ended(self, envelope: Envelope, *, hop: Hop, traceparent: str) -> Outgoing:
+        """A fan-out with no children: the envelope reaches happy-end with ``[]``."""
+        done = envelope.model_copy(update={"payload": [], "route": _ended(envelope.route)})
+        return self.outgoing(done.advanced(
+            hop=hop, headers={**done.headers, TRACEPARENT: traceparent}))
 
     def outgoing(self, moved: Envelope) -> Outgoing:
         """``moved`` encoded for its ``curr``, checked against the mesh and the limits."""
@@ -127,7 +151,7 @@ class Router:
     def _from_envelopes(self, original: Envelope, result: Result) -> list[Envelope]:
         """Envelope mode: take ``next``, ``payload`` and ``headers`` from what the handler
         returned, after checking it left the history alone."""
-        share = Fraction(original.meta.weight) / max(len(result.items), 1)
+        share = Fraction(1, max(len(result.items), 1))
         return [self._returned(original, item, index if result.fanned else None, share)
                 for index, item in enumerate(result.items)]
 
@@ -139,17 +163,12 @@ class Router:
             )
         returned = Envelope.from_dict({**item, "meta": original.meta.model_dump()})
         returned.check_history(original)
-        env_id, meta = original.id, original.meta.model_copy()
-        if index is not None:
-            env_id = f"{original.id}.{index}"
-            meta = meta.model_copy(update={"parent_id": original.id,
-                                           "root_id": original.root_id, "weight": str(share)})
         route = Route(prev=original.route.prev, curr=original.route.curr,
                       next=returned.route.next)
-        return original.model_copy(update={
-            "id": env_id, "route": route, "payload": returned.payload,
-            "headers": returned.headers, "meta": meta,
-        })
+        base = original.model_copy(update={"route": route, "headers": returned.headers})
+        if index is not None:
+            return base.child(returned.payload, index, share)
+        return base.model_copy(update={"payload": returned.payload})
 
     # -- failure ------------------------------------------------------------------------
 
@@ -168,12 +187,59 @@ class Router:
             target, delay = decision.target, 0.0
         failed = envelope.model_copy(update={
             "meta": meta, "headers": {**envelope.headers, TRACEPARENT: traceparent}})
-        if target not in (ERROR_END, self.actor):
+        if target == ERROR_END and decision.action == "route":
+            to_group = self.failed_to_gather(failed)
+            if to_group is not None:
+                return to_group
+        if target not in (ERROR_END, self.actor) and failed.route.curr != target:
             failed = _handed_over(failed, target)
         body = failed.encode()
         if len(body) > self.max_bytes and target != ERROR_END:
             target, delay = ERROR_END, 0.0
         return Outgoing(target, body, delay)
+
+    def failed_to_gather(self, failed: Envelope) -> Outgoing | None:
+        """``failed`` (``meta.error`` set, bound for ``error-end``) as the message that
+        takes it to its gather instead, or ``None`` when it is no fan-out child on its
+        way to one. Every end of a fan-out child that would reach ``error-end`` (a
+        handler error, ``delivery-limit``, ``hop-limit``, a broker's dead-letter queue)
+        goes through here, so its group learns of it once and never hangs. One too large
+        to send with its error goes without its payload and traceback (the gather keeps
+        only the error of a failed child); ``None`` when even that does not fit."""
+        moved, target = self.to_gather(failed)
+        if target == ERROR_END:
+            return None
+        return self._fitting(target, moved)
+
+    def _fitting(self, target: str, failed: Envelope) -> Outgoing | None:
+        body = failed.encode()
+        if len(body) <= self.max_bytes:
+            return Outgoing(target, body)
+        error = failed.meta.error
+        slim = failed.model_copy(update={
+            "payload": None,
+            "meta": failed.meta.model_copy(update={
+                "error": error.model_copy(update={"traceback": None}) if error else None})})
+        body = slim.encode()
+        return Outgoing(target, body) if len(body) <= self.max_bytes else None
+
+    def to_gather(self, failed: Envelope) -> tuple[Envelope, str]:
+        """A failed envelope bound for ``error-end``, sent on to the first ``fanIn``
+        actor of its ``next`` instead when it is a fan-out child: the gather records it
+        in its group (which fails, or with ``partial: true`` lists it) rather than wait
+        for it until ``timeout``. The actors in between are skipped."""
+        if not failed.meta.fanout or not self.gathers:
+            return failed, ERROR_END
+        nxt = failed.route.next
+        gather = next((a for a in nxt if a in self.gathers), None)
+        if gather is None:
+            return failed, ERROR_END
+        route = failed.route
+        rest = nxt[nxt.index(gather) + 1:]
+        moved = failed.model_copy(update={
+            "route": Route(prev=[*route.prev, route.curr], curr=gather, next=rest),
+            "meta": failed.meta.model_copy(update={"attempt": 1})})
+        return moved, gather
 
     def poison(self, queue: str, body: bytes) -> Outgoing:
         """A message that is not an envelope, recorded at ``error-end`` with the reason
@@ -207,7 +273,20 @@ class Router:
             f"than its limit ({broker_limit}), {_NO_RESULT}; {_last_error(envelope)}")
         meta = envelope.meta.model_copy(update={"error": error_info(
             exc, actor=self.actor, attempt=envelope.meta.attempt, reason=reason_of(exc))})
-        return Outgoing(ERROR_END, envelope.model_copy(update={"meta": meta}).encode())
+        failed = envelope.model_copy(update={"meta": meta})
+        to_group = self._dead_child(failed)
+        return to_group or Outgoing(ERROR_END, failed.encode())
+
+    def _dead_child(self, failed: Envelope) -> Outgoing | None:
+        """A dead-lettered fan-out child, for its group: from a ``fanIn`` actor's own
+        queue back to that actor, failed (it records the child in its group), from any
+        other actor's queue on to the first gather of its route; ``None`` when it is no
+        fan-out child bound for a gather."""
+        if not failed.meta.fanout:
+            return None
+        if self.actor in self.gathers and failed.route.curr == self.actor:
+            return self._fitting(self.actor, failed)
+        return self.failed_to_gather(failed)
 
 
 _NO_RESULT = ("and every delivery before ended without a result: its replica died (a "

@@ -33,6 +33,7 @@ __all__ = [
     "ActorSpec",
     "AsyncActor",
     "BatchSpec",
+    "FanInSpec",
     "Flavor",
     "GatewaySpec",
     "LoadedMesh",
@@ -84,6 +85,18 @@ class BatchSpec(_Spec):
     maxWait: Duration = 0.05
 
 
+class FanInSpec(_Spec):
+    """The actor gathers the children of one fan-out and calls its handler once per
+    group (docs/manifest.md, section Fan-in)."""
+
+    timeout: Duration = Field(default=600.0, gt=0, description=(
+        "how long a group may wait, from its first child, before it ends as a failure "
+        "(or, with partial, with what arrived)"))
+    partial: bool = Field(default=False, description=(
+        "a failed child does not fail the group: the handler gets the children that "
+        "succeeded and the gathered envelope lists the failures"))
+
+
 class ActorSpec(_Spec):
     """``spec`` of an AsyncActor; a Flavor's ``spec`` is any subset of it."""
 
@@ -95,6 +108,7 @@ class ActorSpec(_Spec):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     resiliency: ResiliencySpec = Field(default_factory=ResiliencySpec)
     batch: BatchSpec | None = None
+    fanIn: FanInSpec | None = None
     flavors: list[str] = Field(default_factory=list)
     storage: StorageSpec = Field(default_factory=StorageSpec, description=(
         "folders and buckets this actor may use beyond the mesh's"))
@@ -202,6 +216,11 @@ class LoadedMesh:
     def actor_names(self) -> set[str]:
         return set(self.actors) | set(CREW_ACTORS)
 
+    @property
+    def gathers(self) -> set[str]:
+        """The actors with ``spec.fanIn``."""
+        return {name for name, a in self.actors.items() if a.spec.fanIn is not None}
+
     def python_paths(self) -> list[Path]:
         return [(self.path / p).resolve() for p in self.mesh.spec.pythonPath]
 
@@ -296,6 +315,7 @@ def parse_actor(doc: dict[str, Any], file: Path,
     if actor.spec.handler is None:
         raise ManifestError("field required", file=str(file), field="spec.handler")
     _check_builtin_config(actor, file)
+    _check_fan_in(actor, file)
     if actor.name in CREW_ACTORS:
         raise ManifestError(f"{actor.name!r} is a crew actor name", file=str(file),
                             field="metadata.name")
@@ -310,6 +330,31 @@ def _check_builtin_config(actor: AsyncActor, file: Path) -> None:
             model.model_validate(actor.spec.config)
     except ValidationError as exc:
         raise _validation_error(exc, file, model or BaseModel, ("spec", "config")) from exc
+
+
+def _check_fan_in(actor: AsyncActor, file: Path) -> None:
+    """A gather calls its handler once per group, so it takes no batch; it keeps one
+    replica up (``minReplicaCount: 1`` unless set), since a group's timeout is swept by
+    a running replica."""
+    spec = actor.spec
+    if spec.fanIn is None:
+        return
+    if spec.batch is not None:
+        raise ManifestError("a fanIn actor gathers groups and cannot batch; remove "
+                            "spec.batch or spec.fanIn", file=str(file), field="spec.batch")
+    if "minReplicaCount" not in spec.scaling.model_fields_set:
+        spec.scaling.minReplicaCount = 1
+
+
+def _check_fed(mesh: Mesh, actors: dict[str, AsyncActor], mesh_file: Path) -> None:
+    """A fanIn actor first on the mesh's route has nothing before it that could fan
+    out: every envelope sent there would end without a group."""
+    first = mesh.spec.route[0]
+    if actors[first].spec.fanIn is not None:
+        raise ManifestError(
+            f"actor {first!r} has spec.fanIn but is first on the route, so no fan-out "
+            "feeds it; put the actor that fans out before it", file=str(mesh_file),
+            field="spec.route[0]")
 
 
 def _yaml_files(folder: Path) -> Iterable[Path]:
@@ -379,6 +424,7 @@ def load_mesh(path: str | Path) -> LoadedMesh:
             raise ManifestError(f"route names unknown actor {name!r}", file=str(mesh_file),
                                 field=f"spec.route[{index}]")
     _check_exhausted_targets(actors, sources)
+    _check_fed(mesh, actors, mesh_file)
     return LoadedMesh(folder, mesh, actors, flavors, sources)
 
 

@@ -22,11 +22,16 @@ tests drive heartbeats, batching and hop timings), :class:`~asya_agents.seams.Ad
 (may this replica take more work now? rate limits, circuit breaker, adaptive
 concurrency), the failure policy, the :class:`~asya_agents.seams.Observer` (metrics,
 logs) and the :class:`~asya_agents.seams.Tracer` (trace context, OpenTelemetry).
+
+A ``fanIn`` actor runs the same loop with a worker of its own
+(:class:`~asya_agents.fanin.GatherWorker`, passed in as ``worker``), whose
+``background`` sweep runs beside the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 
@@ -52,14 +57,16 @@ class Runtime:
         handler: Handler | None = None,
         terminal: Terminal | None = None,
         clock: Clock | None = None,
+        worker: Worker | None = None,
     ) -> None:
-        if (handler is None) == (terminal is None):
+        if worker is None and (handler is None) == (terminal is None):
             raise ValueError("a runtime needs exactly one of handler or terminal")
         self.cfg = config
         self.clock = clock or Clock()
         self.transport = transport
-        self.worker = Worker(config, transport=transport, handler=handler, terminal=terminal,
-                             clock=self.clock)
+        # A worker of its own: a fanIn actor's (asya_agents.fanin.GatherWorker).
+        self.worker = worker or Worker(config, transport=transport, handler=handler,
+                                       terminal=terminal, clock=self.clock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()
 
@@ -81,6 +88,7 @@ class Runtime:
         actor's timeout) before returning."""
         self._freed = asyncio.Event()  # of this run's loop
         heartbeat = asyncio.create_task(self._heartbeat(stop))
+        beside = asyncio.create_task(self.worker.background(stop))
         try:
             while not stop.is_set() and not self.restart_needed:
                 await self.cfg.admission.wait(stop)
@@ -109,6 +117,10 @@ class Runtime:
         finally:
             await self.drain()
             heartbeat.cancel()
+            beside.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beside
+            self.worker.close()
             await self.cfg.admission.close()
 
     async def drain(self) -> None:

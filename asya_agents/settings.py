@@ -154,6 +154,11 @@ class StoreSettings(BaseSettings):
         default=None,
         description="postgresql://… for a cluster; unset: SQLite in the state folder",
     )
+    groups_url: str | None = Field(
+        default=None,
+        description="where fanIn actors keep their groups (ASYA_STORE_GROUPS_URL); "
+                    "unset: the store URL, or SQLite in the state folder",
+    )
 
 
 def _console(name: str) -> AliasChoices:

@@ -8,7 +8,8 @@ supervisor is gone, once it is older than :data:`STALE_AFTER` (:func:`read_super
 The result store adds the totals of ended envelopes. :func:`snapshot` joins them into
 the object ``asya status --json`` prints, whose shape is part of the command line's
 contract (DESIGN.md). :func:`served` tells ``asya send`` whether anything will take
-what it just enqueued.
+what it just enqueued. The supervisor's past (the last hour of samples, in
+``history.jsonl`` beside ``status.json``) is :mod:`asya_agents.observe.history`'s.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 
 from asya_agents.resiliency.throttle import OutageMarks
 from asya_agents.stores.base import ResultStore
+from asya_agents.stores.groups import GroupStore
 from asya_agents.transports.base import TransportAdmin
 
 __all__ = [
     "STALE_AFTER",
     "STATUS_FILE",
     "actor_rows",
+    "fan_in_groups",
     "rate_limit_state",
     "read_supervisor",
     "served",
@@ -102,15 +105,37 @@ def totals(store: ResultStore) -> dict[str, int]:
 async def snapshot(*, mesh: str, transport_kind: str, actors: list[str],
                    transport: TransportAdmin, store: ResultStore,
                    supervisor: dict[str, Any], state_dir: Path | None = None,
-                   now: Callable[[], float] = time.time) -> dict[str, Any]:
+                   now: Callable[[], float] = time.time,
+                   groups: GroupStore | None = None) -> dict[str, Any]:
     """The ``asya status --json`` object: ``mesh``, ``transport``, ``running`` (a
     supervisor is up), ``actors`` (see :func:`actor_rows`, plus ``rate_limit``: see
-    :func:`rate_limit_state`) and ``totals``."""
+    :func:`rate_limit_state`) and ``totals``; with the mesh's fan-in ``groups`` store,
+    ``fan_in`` too (see :func:`fan_in_groups`)."""
     rows = await actor_rows(actors, transport, supervisor)
     for name, row in rows.items():
         row["rate_limit"] = rate_limit_state(state_dir, name, now=now())
-    return {"mesh": mesh, "transport": transport_kind, "running": bool(supervisor),
-            "actors": rows, "totals": totals(store)}
+    report = {"mesh": mesh, "transport": transport_kind, "running": bool(supervisor),
+              "actors": rows, "totals": totals(store)}
+    if groups is not None:
+        report["fan_in"] = fan_in_groups(groups, now=now())
+    return report
+
+
+def fan_in_groups(groups: GroupStore, *, now: float, shown: int = 20) -> dict[str, Any]:
+    """Per ``fanIn`` actor with groups not yet done: ``open`` (how many), ``oldest_age``
+    (seconds since the oldest's first child) and the ``shown`` oldest ``groups``, each
+    with its ``group`` (the parent's id), ``members``, ``received`` (the share of the
+    group that arrived) and ``age``."""
+    out: dict[str, Any] = {}
+    for g in groups.open_groups():
+        entry = out.setdefault(g.actor, {"open": 0, "oldest_age": 0.0, "groups": []})
+        entry["open"] += 1
+        age = max(now - g.opened_at, 0.0)
+        entry["oldest_age"] = max(entry["oldest_age"], age)
+        if len(entry["groups"]) < shown:
+            entry["groups"].append({"group": g.group, "members": g.members,
+                                    "received": g.received, "age": age, "state": g.state})
+    return out
 
 
 def rate_limit_state(state_dir: Path | None, actor: str, *, now: float) -> str | None:

@@ -94,7 +94,11 @@ class LocalMesh:
     ) -> None:
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="asya-")
         folder = Path(state_dir or self._tmp.name)  # type: ignore[union-attr]
-        base = (settings or Settings()).model_copy(update={"store": StoreSettings(url=None)})
+        given = settings or Settings()
+        # Results in SQLite here (self.store reads them); fanIn groups where the settings
+        # say (ASYA_STORE_GROUPS_URL), SQLite in the state folder by default.
+        base = given.model_copy(update={"store": StoreSettings(
+            url=None, groups_url=given.store.groups_url)})
         self.ctx = MeshContext.open(mesh, transport=transport, state_dir=folder,
                                     settings=_own_queues(base, transport))
         self.loaded = self.ctx.loaded
@@ -241,8 +245,9 @@ class LocalMesh:
         """The mesh's status snapshot, as ``asya status --json`` prints it."""
         from asya_agents import status
 
+        groups = self.ctx.groups()
         report: dict[str, Any] = self._submit(status.snapshot(
             mesh=self.loaded.name, transport_kind=self.ctx.kind, actors=self.ctx.actors,
             transport=self.transport, store=self.store, supervisor={},
-            state_dir=self.state_dir, now=self.clock.time))
+            state_dir=self.state_dir, now=self.clock.time, groups=groups))
         return report

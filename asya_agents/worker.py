@@ -6,7 +6,13 @@ was delivered more often than ``max_deliveries`` (each replica that took it died
 goes to ``error-end`` with reason ``delivery-limit`` instead of killing the next one,
 never retried), check it is addressed here, call the handler within the actor's
 timeout, turn the result into outgoing messages (:mod:`asya_agents.hop`), publish them
-and only then ack the input, in one ``publish_and_ack``. A failure goes to the failure
+and only then ack the input, in one ``publish_and_ack``. A generator's children are
+published while it yields (:meth:`Worker._stream`): each child goes on once the next one
+is made (the last is held back to take the rest of the weight, see
+:class:`~asya_agents.envelope.StreamShares`), at most :data:`STREAM_WINDOW` wait to be
+sent at any time, and the last goes with the ack. A replica that dies mid-stream leaves
+the input unacked; its redelivery runs the generator again and publishes the same ids
+and weights, which the ends and the gathers absorb as duplicates. A failure goes to the failure
 policy and its decision is published the same way. An onward publish that fails gives
 the input back (a delayed nack) instead of holding it: on a broker whose lease is the
 consumer's channel (RabbitMQ) a held message would wait for as long as that channel
@@ -20,12 +26,20 @@ loop's (:mod:`asya_agents.runtime`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asya_agents.envelope import DEFAULT_HOP_LIMIT, ERROR_END, MAX_ENVELOPE_BYTES, Envelope, Hop
+from asya_agents.envelope import (
+    DEFAULT_HOP_LIMIT,
+    ERROR_END,
+    MAX_ENVELOPE_BYTES,
+    Envelope,
+    Hop,
+    StreamShares,
+)
 from asya_agents.errors import (
     ActorTimeout,
     BlobRefused,
@@ -48,7 +62,12 @@ from asya_agents.seams import (
 )
 from asya_agents.transports.base import Delivery, Outgoing, Transport
 
-__all__ = ["GIVE_BACK_MAX", "RuntimeConfig", "Terminal", "Worker", "lease_for"]
+__all__ = ["GIVE_BACK_MAX", "STREAM_WINDOW", "RuntimeConfig", "Terminal", "Worker",
+           "lease_for"]
+
+#: Children of a streamed fan-out that may wait to be published at once: the generator
+#: waits while this many are unsent (bounded memory however many it yields).
+STREAM_WINDOW = 256
 
 log = logging.getLogger("asya.runtime")
 
@@ -75,6 +94,12 @@ class RuntimeConfig:
     #: Deliveries of one message that may end without a result before the next one goes
     #: to error-end (``spec.resiliency.maxDeliveries``); None: no limit of the mesh's own.
     max_deliveries: int | None = None
+    #: The mesh's ``fanIn`` actors (a failed fan-out child bound for one goes there).
+    gathers: set[str] = field(default_factory=set)
+    #: ``spec.fanIn`` of this actor: ``timeout`` seconds and ``partial``; None: no gather.
+    fan_in: tuple[float, bool] | None = None
+    #: How often a gather looks for groups past their timeout (or whose finisher died).
+    sweep_every: float = 1.0
     failure: FailurePolicy = field(default_factory=NoRetries)
     admission: Admission = field(default_factory=Admission)
     observer: Observer = field(default_factory=Observer)
@@ -106,7 +131,8 @@ class Worker:
         self.terminal = terminal
         self.clock = clock
         self.router = Router(config.actor, frozenset(config.actors), config.mode,
-                             config.max_bytes, hop_limit=config.hop_limit)
+                             config.max_bytes, hop_limit=config.hop_limit,
+                             gathers=frozenset(config.gathers))
         #: Deliveries being handled, with the monotonic time each was taken.
         self.holding: dict[int, tuple[Delivery, float]] = {}
         #: Set when a sync handler overran its timeout: its thread cannot be stopped.
@@ -124,6 +150,12 @@ class Worker:
         span = self.cfg.tracer.start(self.cfg.actor, envelope.headers, envelope_id=envelope.id,
                                      attempt=envelope.meta.attempt)
         return _Job(delivery, envelope, self.clock.time(), span)
+
+    async def background(self, stop: asyncio.Event) -> None:
+        """Work beside the receive loop until ``stop`` (a gather's sweep); none here."""
+
+    def close(self) -> None:
+        """Release what the worker holds once its loop has drained (a gather's store)."""
 
     async def process(self, delivery: Delivery) -> None:
         envelope = self._decode(delivery)
@@ -143,7 +175,10 @@ class Worker:
             try:
                 self._check_addressed(envelope)
                 result = await self._call(envelope.payload if self.cfg.mode == "payload"
-                                          else envelope.to_dict())
+                                          else envelope.to_dict(), stream=True)
+                if result.stream is not None:
+                    await self._stream(job, result.stream)
+                    return
                 outgoing = self._route(job, result)
             except Exception as exc:
                 await self._fail(job, exc)
@@ -216,20 +251,79 @@ class Worker:
                 f"envelope addressed to {envelope.route.curr!r} arrived at {self.cfg.actor!r}"
             )
 
-    async def _call(self, arg: Any) -> Result:
+    async def _call(self, arg: Any, *, stream: bool = False) -> Result:
+        """Call the handler within the actor's timeout; with ``stream``, a generator
+        comes back unstarted (:meth:`_stream` runs it within what is left)."""
         assert self.handler is not None
         try:
             # asyncio.timeout, not wait_for: an async handler runs in this task, with no
             # task of its own per message.
             async with asyncio.timeout(self.cfg.timeout):
+                if stream:
+                    return await self.handler.start(arg)
                 return await self.handler.call(arg)
         except TimeoutError as exc:
-            if not (self.handler.is_async or self.handler.is_async_gen):
-                # A thread cannot be cancelled: this replica asks to be replaced.
-                self.restart_needed = True
-            raise ActorTimeout(
-                f"handler ran past actorTimeout ({self.cfg.timeout:g}s)"
-            ) from exc
+            raise self._timed_out() from exc
+
+    def _timed_out(self) -> ActorTimeout:
+        assert self.handler is not None
+        if not (self.handler.is_async or self.handler.is_async_gen):
+            # A thread cannot be cancelled: this replica asks to be replaced.
+            self.restart_needed = True
+        return ActorTimeout(f"handler ran past actorTimeout ({self.cfg.timeout:g}s)")
+
+    # -- a generator's fan-out, as it yields ---------------------------------------------
+
+    async def _stream(self, job: _Job, stream: AsyncIterator[Any]) -> None:
+        """Publish a generator's children while it yields, then the last with the ack.
+        A handler error or a timeout mid-stream fails the hop (the children already
+        sent stay sent; a retry sends the same ids again)."""
+        sender = _Sender(self.transport)
+        try:
+            last = await self._pump(job, stream, sender)
+            await sender.close()
+        except MessageTooLarge as exc:
+            await sender.abort()
+            await self._fail(job, exc)
+            return
+        except TransportError as exc:
+            await sender.abort()
+            await self._give_back(job, exc)
+            return
+        except Exception as exc:
+            await sender.abort()
+            await self._fail(job, exc)
+            return
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        await self._publish([last], job)
+
+    async def _pump(self, job: _Job, stream: AsyncIterator[Any], sender: _Sender
+                    ) -> Outgoing:
+        """Turn the stream into children, each sent once the next exists; the last is
+        returned (it takes the rest of the weight)."""
+        shares, held, hop, tp = StreamShares(), _NOTHING, self._hop(job), job.span.traceparent
+        left = self.cfg.timeout - (self.clock.time() - job.started)
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                async for item in stream:
+                    if held is not _NOTHING:
+                        index = shares.count
+                        await sender.put(self.router.child(job.envelope, held, index,
+                                                           shares.next(), hop=hop,
+                                                           traceparent=tp))
+                    held = item
+        except TimeoutError as exc:
+            raise self._timed_out() from exc
+        hop = self._hop(job)
+        if held is _NOTHING:
+            return self.router.ended(job.envelope, hop=hop, traceparent=tp)
+        index = shares.count
+        return self.router.child(job.envelope, held, index, shares.last(), hop=hop,
+                                 traceparent=tp)
 
     # -- routing --------------------------------------------------------------------
 
@@ -248,16 +342,19 @@ class Worker:
             await self._fail(job, exc)
             return
         except TransportError as exc:
-            # Not acked, and given back rather than held: on a broker whose lease is
-            # the consumer's channel (RabbitMQ), a held message would wait for as long
-            # as that channel lives. Nothing is lost either way.
-            delay = _give_back_delay(job.delivery)
-            log.warning("publishing from %s failed, %s comes back in %gs: %s",
-                        self.cfg.actor, job.envelope.id, delay, exc)
-            await self._safe_nack(job.delivery, delay=delay)
+            await self._give_back(job, exc)
             return
         self.cfg.admission.outcome(None)
         self.cfg.observer.succeeded(self.cfg.actor, job.envelope, self.clock.time() - job.started)
+
+    async def _give_back(self, job: _Job, exc: TransportError) -> None:
+        # Not acked, and given back rather than held: on a broker whose lease is the
+        # consumer's channel (RabbitMQ), a held message would wait for as long as that
+        # channel lives. Nothing is lost either way.
+        delay = _give_back_delay(job.delivery)
+        log.warning("publishing from %s failed, %s comes back in %gs: %s",
+                    self.cfg.actor, job.envelope.id, delay, exc)
+        await self._safe_nack(job.delivery, delay=delay)
 
     async def _finish_terminal(self, job: _Job) -> None:
         assert self.terminal is not None
@@ -281,9 +378,10 @@ class Worker:
         return limit is not None and delivery.delivery_count > limit
 
     async def _refuse(self, job: _Job) -> None:
-        """A message past ``max_deliveries``: to error-end, not to the handler. No retry
-        (the next attempt would kill its replica too), no outcome for the brakes (the
-        handler was not asked)."""
+        """A message past ``max_deliveries``: to error-end (a fan-out child: to its
+        gather, :meth:`Router.failed_to_gather`), not to the handler. No retry (the next
+        attempt would kill its replica too), no outcome for the brakes (the handler was
+        not asked)."""
         assert self.cfg.max_deliveries is not None
         exc = delivery_limit_error(job.envelope, deliveries=job.delivery.delivery_count,
                                    limit=self.cfg.max_deliveries)
@@ -325,6 +423,53 @@ class Worker:
             await self.transport.nack(delivery, delay=delay)
         except TransportError as exc:
             log.warning("nack failed, the lease will expire instead: %s", exc)
+
+
+_NOTHING: Any = object()
+
+
+class _Sender:
+    """Sends a stream's children in the background, as many at once as have queued up
+    while the last send ran; :meth:`put` waits while :data:`STREAM_WINDOW` are unsent."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(STREAM_WINDOW)
+        self._error: Exception | None = None
+        self._task = asyncio.ensure_future(self._run())
+
+    async def put(self, message: Outgoing) -> None:
+        if self._error is not None:
+            raise self._error
+        await self._queue.put(message)
+
+    async def close(self) -> None:
+        """Wait until everything put was sent; raise what a send raised."""
+        await self._queue.put(None)
+        await self._task
+        if self._error is not None:
+            raise self._error
+
+    async def abort(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
+
+    async def _run(self) -> None:
+        ended = False
+        while not ended:
+            batch: list[Outgoing] = []
+            while len(batch) < STREAM_WINDOW and (not batch or not self._queue.empty()):
+                item = await self._queue.get()
+                if item is None:
+                    ended = True
+                    break
+                batch.append(item)
+            if batch and self._error is None:
+                try:
+                    await self.transport.send(batch)
+                except Exception as exc:  # put() and close() raise it; keep draining
+                    self._error = exc
 
 
 #: How long an input whose onward publish failed waits before it comes back: doubling

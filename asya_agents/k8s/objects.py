@@ -226,7 +226,9 @@ def render_actor(actor: AsyncActor, mesh: str, options: RenderOptions, mesh_dige
     """Deployment and ScaledObject of one actor (flavors already merged)."""
     check_actor(actor, file or actor.name)
     spec = actor.spec
-    env = settings_env(options, store_required=False)
+    # A fanIn actor keeps its groups in the mesh's PostgreSQL store (a pod's own SQLite
+    # would not be shared by its replicas, nor outlive the pod): the Secret is required.
+    env = settings_env(options, store_required=spec.fanIn is not None)
     env += [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
     rep = _Replica(
         mesh=mesh, name=actor.name, component="actor",

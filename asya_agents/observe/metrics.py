@@ -197,6 +197,14 @@ class _ReplicaCollector:
              "rate-limit store that failed", _call_or(admission, "rate_limit_store_failures",
                                                       0)),
         ]
+        groups = getattr(self.runtime.worker, "groups", None)
+        if isinstance(groups, dict):
+            fan_in = CounterMetricFamily("asya_fanin_groups", "fanIn groups this replica "
+                                         "opened and ended, by outcome (opened, gathered, "
+                                         "failed, timeout)", labels=["actor", "outcome"])
+            for outcome, count in groups.items():
+                fan_in.add_metric([cfg.actor, outcome], float(count))
+            yield fan_in
         for family, name, doc, value in values:
             metric = family(name, doc, labels=["actor"])
             metric.add_metric([cfg.actor], float(value))

@@ -21,10 +21,14 @@ from asya_agents.stores.base import ResultRecord, ResultStore, Totals, is_postgr
 from asya_agents.stores.sqlite import SQLiteResultStore
 
 if TYPE_CHECKING:
+    from asya_agents.stores.groups import GroupStore
     from asya_agents.stores.review_base import ReviewStore
 
-__all__ = ["ResultRecord", "ResultStore", "SQLiteResultStore", "Totals", "open_result_store",
-           "open_review_store"]
+__all__ = ["ResultRecord", "ResultStore", "SQLiteResultStore", "Totals", "open_group_store",
+           "open_result_store", "open_review_store"]
+
+#: Serialises the creation of the fan-in group tables on PostgreSQL.
+_GROUPS_LOCK_KEY = 727005
 
 
 def open_result_store(url: str | None, *, state_dir: Path,
@@ -63,4 +67,24 @@ def open_review_store(url: str | None, *, state_dir: Path,
 
         path = Path(url.removeprefix("sqlite:///"))
         return SQLiteReviewStore(path.with_name(f"{path.stem}-review.db"), clock=clock)
+    raise ConfigError(f"unknown store URL {url!r} (postgresql://… or sqlite:///path)")
+
+
+def open_group_store(url: str | None, *, state_dir: Path, mesh: str) -> GroupStore:
+    """The fan-in group store of ``mesh`` (:mod:`~asya_agents.stores.groups`): SQLite
+    in ``state_dir`` when ``url`` is unset, else the database of the store URL."""
+    from asya_agents.stores.groups import GroupStore, schema
+    from asya_agents.stores.sql import PostgresDB, SQLiteDB
+
+    what = "fan-in group store"
+    if not url:
+        return GroupStore(SQLiteDB(state_dir / "groups.db", what=what, schema=schema()),
+                          mesh=mesh)
+    if is_postgres_url(url):
+        return GroupStore(PostgresDB(url, what=what, schema=schema(),
+                                     lock_key=_GROUPS_LOCK_KEY), mesh=mesh)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return GroupStore(SQLiteDB(path.with_name(f"{path.stem}-groups.db"), what=what,
+                                   schema=schema()), mesh=mesh)
     raise ConfigError(f"unknown store URL {url!r} (postgresql://… or sqlite:///path)")
