@@ -6,19 +6,63 @@ activation threshold, the HPA sizes it to ``ceil(metric / queueLength)`` between
 returns it to 0 once the trigger has been inactive for ``cooldownPeriod``. ``asya up``
 applies the same rules to the same manifest fields, so a mesh behaves alike on a laptop
 and on a cluster. Time is injected: tests drive it with a fake clock.
+
+One signal is added to the queue's count: a fast actor under steady low load (a 3 ms
+step, a message every second or two) is almost never caught holding a message at a
+poll, so its queue looks idle and the actor went to zero every ``cooldownPeriod``, to
+pay a cold start on the next message. So replicas leave an :class:`ActivityMarks` mark
+when they receive, and an actor whose replicas received since the last poll counts as
+active (``busy``): it does not go to zero while messages keep arriving, as KEDA's
+message-rate triggers would keep it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from asya_agents.envelope import Envelope
 from asya_agents.manifest import ScalingSpec
+from asya_agents.seams import Observer
 
-__all__ = ["Autoscaler", "ScaleDecision"]
+__all__ = ["ActivityMarks", "Autoscaler", "ScaleDecision"]
+
+#: A replica rewrites its actor's activity mark at most this often (seconds).
+_MARK_EVERY = 0.5
+
+
+class ActivityMarks(Observer):
+    """``<state>/activity/<actor>``: when a replica of the actor last received a message
+    (epoch seconds). Replicas write it (an observer, at most twice a second), the
+    supervisor reads it at each poll."""
+
+    def __init__(self, state_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.folder = state_dir / "activity"
+        self._clock = clock
+        self._written = 0.0
+
+    def received(self, actor: str, envelope: Envelope | None) -> None:
+        now = self._clock()
+        if now - self._written < _MARK_EVERY:
+            return
+        self._written = now
+        with contextlib.suppress(OSError):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{actor}.{os.getpid()}"
+            tmp.write_text(f"{now:.3f}")
+            tmp.replace(self.folder / actor)
+
+    def last(self, actor: str) -> float:
+        """Epoch seconds a replica of ``actor`` last received (0: never)."""
+        with contextlib.suppress(OSError, ValueError):
+            return float((self.folder / actor).read_text())
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -37,11 +81,14 @@ class Autoscaler:
         self._last_active: float | None = None
         self._wishes: deque[tuple[float, int]] = deque()
 
-    def decide(self, metric: int, current: int, *, hold: bool = False) -> ScaleDecision:
-        """``hold`` (e.g. the actor is rate-limited) forbids adding replicas."""
+    def decide(self, metric: int, current: int, *, hold: bool = False,
+               busy: bool = False) -> ScaleDecision:
+        """``hold`` (e.g. the actor is rate-limited) forbids adding replicas; ``busy``
+        (its replicas received since the last poll) keeps it active, whatever the queue
+        showed at this instant."""
         now = self._clock()
         spec = self.spec
-        active = metric > spec.activationQueueLength
+        active = metric > spec.activationQueueLength or (busy and current > 0)
         if active:
             self._last_active = now
         if not active and current == 0:

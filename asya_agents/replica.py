@@ -20,21 +20,23 @@ import sys
 from pathlib import Path
 
 from asya_agents import eventloop
+from asya_agents.autoscaler import ActivityMarks
 from asya_agents.crew import crew_runtime
 from asya_agents.envelope import ERROR_END, HAPPY_END, MAX_ENVELOPE_BYTES
 from asya_agents.errors import AsyaError, ConfigError
-from asya_agents.handlers import load_handler
-from asya_agents.manifest import LoadedMesh, load_mesh
+from asya_agents.fanin import GatherWorker
+from asya_agents.handlers import Handler, load_handler
+from asya_agents.manifest import FanInSpec, LoadedMesh, load_mesh
 from asya_agents.observe.events import hop_events
 from asya_agents.observe.logs import configure_logging
-from asya_agents.observe.wiring import instrument
+from asya_agents.observe.wiring import Observers, instrument
 from asya_agents.resiliency.build import admission, failure_policy
 from asya_agents.restarts import mark_ready, record_error
 from asya_agents.review import PARK_HANDLER, build_review_runtime
 from asya_agents.runtime import Runtime, RuntimeConfig, lease_for
 from asya_agents.seams import Clock
 from asya_agents.settings import Settings
-from asya_agents.stores import open_result_store
+from asya_agents.stores import open_group_store, open_result_store
 from asya_agents.transports import Transport, open_transport
 
 __all__ = ["EXIT_RESTART", "add_python_paths", "beat", "build_runtime", "check_delivery_limits",
@@ -68,7 +70,8 @@ def build_runtime(
         # is the store, whose give-backs must not count a result out; the broker's
         # limit is their backstop.
         cfg = RuntimeConfig(actor=actor, actors=names, concurrency=64, timeout=30.0,
-                            lease=lease_for(30.0), max_bytes=transport.max_message_bytes)
+                            lease=lease_for(30.0), max_bytes=transport.max_message_bytes,
+                            gathers=loaded.gathers)
         return crew_runtime(cfg, transport=transport, store=store, actors=loaded.actors,
                             sweep_every=settings.mesh.dlq_sweep_interval, clock=clock)
     if actor not in loaded.actors:
@@ -92,13 +95,31 @@ def build_runtime(
         max_bytes=min(spec.maxMessageBytes or MAX_ENVELOPE_BYTES, transport.max_message_bytes),
         hop_limit=loaded.mesh.spec.hopLimit,
         max_deliveries=spec.resiliency.maxDeliveries,
+        gathers=loaded.gathers,
     )
     cfg.failure = failure_policy(spec.resiliency, clock=clock.time)
     cfg.admission = admission(spec.resiliency, actor=actor, mesh=loaded.name,
                               concurrency=spec.concurrency, transport=transport.name,
                               state_dir=state_dir, max_replicas=spec.scaling.maxReplicaCount,
                               clock=clock.time)
+    if spec.fanIn is not None:
+        return _gather_runtime(loaded, cfg, spec.fanIn, transport, handler,
+                               settings=settings, state_dir=state_dir, clock=clock)
     return Runtime(cfg, transport=transport, handler=handler, clock=clock)
+
+
+def _gather_runtime(loaded: LoadedMesh, cfg: RuntimeConfig, fan_in: FanInSpec,
+                    transport: Transport, handler: Handler, *, settings: Settings,
+                    state_dir: Path, clock: Clock) -> Runtime:
+    """A ``fanIn`` actor's runtime: its groups in the mesh's group store (the store
+    URL, SQLite in the state folder when unset)."""
+    cfg.fan_in = (fan_in.timeout, fan_in.partial)
+    cfg.sweep_every = min(max(fan_in.timeout / 10, 0.05), 1.0)
+    store = open_group_store(settings.store.groups_url or settings.store.url,
+                             state_dir=state_dir, mesh=loaded.name)
+    worker = GatherWorker(cfg, transport=transport, handler=handler, store=store,
+                          clock=clock)
+    return Runtime(cfg, transport=transport, worker=worker, clock=clock)
 
 
 #: Where each broker's own delivery limit is set, for the error that names it.
@@ -151,6 +172,8 @@ async def serve(mesh: Path, actor: str, *, transport_kind: str, state_dir: Path,
     runtime = build_runtime(loaded, actor, transport, settings=settings, state_dir=state_dir)
     observed = instrument(runtime, settings=settings.mesh, state_dir=state_dir,
                           events=hop_events(loaded, settings, state_dir))
+    # the supervisor's sign that messages keep arriving (autoscaler.ActivityMarks)
+    runtime.cfg.observer = Observers([runtime.cfg.observer, ActivityMarks(state_dir)])
     mark_ready(state_dir)  # got going: if it dies from now on, it is restarted at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,7 +9,9 @@ scaled down or shut down gets SIGTERM, finishes what it holds (up to the actor's
 timeout) and exits, and only then is it killed if it has not.
 
 The supervisor writes ``status.json`` in the state folder so that ``asya status`` (in
-another terminal) can show replicas beside the queue counts.
+another terminal) can show replicas beside the queue counts, and keeps the last hour of
+samples in ``history.jsonl`` (:mod:`asya_agents.observe.history`), which the console's
+charts and ``asya status --watch`` draw.
 """
 
 from __future__ import annotations
@@ -21,21 +23,24 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asya_agents.autoscaler import Autoscaler, ScaleDecision
+from asya_agents.autoscaler import ActivityMarks, Autoscaler, ScaleDecision
 from asya_agents.context import MeshContext
 from asya_agents.crew import CREW_SCALING, crew_scaling
 from asya_agents.envelope import ERROR_END, HAPPY_END
 from asya_agents.errors import TransportError
 from asya_agents.manifest import LoadedMesh, ScalingSpec
+from asya_agents.observe.history import Recorder
 from asya_agents.observe.wiring import announced, withdraw
 from asya_agents.replica import EXIT_RESTART, check_delivery_limits
 from asya_agents.resiliency.throttle import ThrottleMarks
 from asya_agents.restarts import Restarts, is_ready, take_marks
 from asya_agents.settings import environ_with
+from asya_agents.status import totals as store_totals
 from asya_agents.status import write_supervisor
 from asya_agents.transports import Backend
 from asya_agents.transports.base import dead_letter_queue
@@ -89,6 +94,7 @@ class Supervisor:
         metrics_port: int = -1,
         metrics_host: str = "127.0.0.1",
         crew: ScalingSpec = CREW_SCALING,
+        totals: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.loaded = loaded
         self.transport = transport
@@ -96,8 +102,11 @@ class Supervisor:
         self.state_dir = state_dir
         self.env = env
         self.throttle = ThrottleMarks(state_dir)
+        self.activity = ActivityMarks(state_dir)
         self.metrics_port, self.metrics_host = metrics_port, metrics_host
         self.metrics_url: str | None = None
+        # the bounded history the console and `asya status --watch` draw (history.jsonl)
+        self.history = Recorder(state_dir, totals=totals)
         self.actors: dict[str, _Actor] = {}
         for name, actor in loaded.actors.items():
             spec = actor.spec
@@ -120,9 +129,11 @@ class Supervisor:
                     await self._poll(actor, now)
                     await self._reconcile(actor)
                 self._write_status()
+                self.history.tick(self.status)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _TICK)
         finally:
+            await self.history.aclose()
             await self.shutdown()
             if metrics is not None:
                 metrics.close()
@@ -158,8 +169,12 @@ class Supervisor:
         # Replicas mark an actor held back by its rate limit or by 429s: more replicas
         # would only wait for the same tokens, so the autoscaler holds.
         held = self.throttle.limited(actor.name, now=time.time())
+        # Received since the last poll: messages keep arriving, though a fast actor is
+        # rarely caught holding one (autoscaler.ActivityMarks).
+        busy = time.time() - self.activity.last(actor.name) <= actor.scaling.pollingInterval
         waiting = stats.total + await self._dead_letters(actor)
-        decision = actor.scaler.decide(waiting, len(self._alive(actor)), hold=held)
+        decision = actor.scaler.decide(waiting, len(self._alive(actor)), hold=held,
+                                       busy=busy)
         if actor.last is None or decision.replicas != actor.desired:
             log.info("scale %s: %d -> %d (%s)", actor.name, actor.desired,
                      decision.replicas, decision.reason)
@@ -334,7 +349,8 @@ async def run_supervisor(ctx: MeshContext, *, gateway: list[str] | None = None) 
                                 state_dir=ctx.state_dir, env=env,
                                 metrics_port=ctx.settings.mesh.metrics_port,
                                 metrics_host=ctx.settings.mesh.metrics_host,
-                                crew=crew_scaling(ctx.store_url))
+                                crew=crew_scaling(ctx.store_url),
+                                totals=lambda: store_totals(ctx.results()))
         beside = asyncio.ensure_future(_gateway(ctx, gateway, env, stop)) \
             if gateway is not None else None
         try:

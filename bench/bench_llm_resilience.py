@@ -23,9 +23,14 @@ included), and envelopes lost (sent and never ended; must be 0).
 
     python bench/bench_llm_resilience.py [--count 2000] [--rate 50] [--latency 0.3]
                                          [--only asya,...] [--replicas N]
+    python bench/bench_llm_resilience.py --goal [--rate 20] [--replicas 1,2,4]
+                                         [--seconds 20,120]
 
-``--replicas N`` pins the asya actor at N replicas (the issue-17 goal runs: N = 1, 2, 4
-with ``--rate 20 --count 400``, a 20 s run, and ``--count 2400``, a two-minute one).
+``--replicas N`` pins the asya actor at N replicas. ``--goal`` runs only the asya design
+with the limit unknown, once per replica count and run length (``--seconds`` of calls
+at R: ``count = R x seconds``), and prints a table against the goal: at least 0.95 of R
+served and at most 2 % of calls answered 429. The replicas share the learned pace (and
+the breaker) through the mesh's SQLite store, as on one machine.
 """
 
 from __future__ import annotations
@@ -251,25 +256,63 @@ def _print(rows: dict[str, dict[str, float]], rate: float, count: int) -> None:
           " replicas start from zero and import litellm; before: workers started ahead)")
 
 
+#: The issue-17 goal for the adaptive design, the limit unknown.
+GOAL_SERVED, GOAL_429 = 0.95, 0.02
+
+
+def run_goal(args: argparse.Namespace) -> None:
+    """The adaptive design per replica count and run length, as one table."""
+    counts = [int(n) for n in (args.replicas or "1,2,4").split(",")]
+    lengths = [float(s) for s in args.seconds.split(",")]
+    rows = []
+    for seconds in lengths:
+        for replicas in counts:
+            count = round(args.rate * seconds)
+            row = _measure(args.rate, args.latency,
+                           lambda url, c=count, r=replicas: run_asya(c, url, None, r))
+            served = row["answered"] / row["window"] / args.rate if row["window"] else 0.0
+            rows.append((seconds, replicas, count, served, row))
+            print(f"{seconds:g} s, {replicas} replicas: {row}", flush=True)
+    print(f"\nadaptive pace and breaker shared by the replicas, limit unknown; provider R = "
+          f"{args.rate:g} calls/s, {args.latency:g} s per answer, {os.cpu_count()} cores")
+    print(f"{'run':>6}{'replicas':>9}{'calls':>7}{'served/R':>10}{'429s':>8}{'lost':>6}"
+          f"{'failed':>8}{'drain s':>9}  goal (>= {GOAL_SERVED} R, <= {GOAL_429:.0%} 429)")
+    for seconds, replicas, _count, served, row in rows:
+        ok = served >= GOAL_SERVED and row["share_429"] <= GOAL_429 and row["lost"] == 0
+        print(f"{seconds:>5g}s{replicas:>9}{row['calls']:>7.0f}{served:>10.3f}"
+              f"{row['share_429']:>8.1%}{row['lost']:>6.0f}{row['failed']:>8.0f}"
+              f"{row['drain']:>9.1f}  {'met' if ok else 'MISSED'}")
+    print("served/R: answers/s at the provider from its first to its last answer, over R;"
+          " calls: every request the provider saw, 429s included")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=50.0, help="provider calls/s (R)")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per answer")
     parser.add_argument("--only", default="", help="comma-separated design keys")
-    parser.add_argument("--replicas", type=int, default=None,
+    parser.add_argument("--replicas", default=None,
                         help="pin the asya actor at this many replicas (default: 0..4, "
-                        "scaled by the local autoscaler)")
+                        "scaled by the local autoscaler); with --goal a list: 1,2,4")
+    parser.add_argument("--goal", action="store_true",
+                        help="the adaptive asya design per replica count and run length")
+    parser.add_argument("--seconds", default="20,120",
+                        help="with --goal: run lengths in seconds of calls at R")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.goal:
+        run_goal(args)
+        return
+    replicas = int(args.replicas) if args.replicas else None
 
     designs = {
         # Set a little under the account's limit, as any client-side limit: calls reach
         # the provider with a few ms of jitter, and its bucket has no slack at exactly R.
         "asya-limit": ("asya: llm-resilient + rateLimit 0.97 R (shared)",
-                       lambda url: run_asya(args.count, url, 0.97 * args.rate, args.replicas)),
+                       lambda url: run_asya(args.count, url, 0.97 * args.rate, replicas)),
         "asya": ("asya: llm-resilient, limit unknown (adaptive)",
-                 lambda url: run_asya(args.count, url, None, args.replicas)),
+                 lambda url: run_asya(args.count, url, None, replicas)),
         "tenacity": ("before: exponential backoff sleeping in worker",
                      lambda url: run_before(args.count, url, "tenacity")),
         "retry-after": ("before: Retry-After slept in worker",

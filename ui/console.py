@@ -31,6 +31,7 @@ from asya_agents.crew import replay_failed
 from asya_agents.envelope import ERROR_END, HAPPY_END
 from asya_agents.loopthread import LoopThread
 from asya_agents.manifest import LoadedMesh
+from asya_agents.observe.history import read_history
 from asya_agents.review import (
     DecideResult,
     DecisionRecord,
@@ -185,6 +186,11 @@ class Console:
 
     def _supervisor(self) -> dict[str, Any]:
         return status.read_supervisor(self.state_dir, now=self.clock)
+
+    def mesh_history(self) -> list[dict[str, Any]]:
+        """The samples the local supervisor kept of this mesh in the last hour, oldest
+        first (:mod:`asya_agents.observe.history`); ``[]`` where none ever ran."""
+        return read_history(self.state_dir, now=self.clock())
 
     def sample(self, *, min_interval: float = 1.0) -> list[Sample]:
         """Add a sample of the result store's totals (at most one per ``min_interval``)

@@ -12,7 +12,9 @@ modules here are plug-ins above the runtime that turn those reports into
 - :mod:`~asya_agents.observe.wiring`: plugging all of them into a replica's runtime,
 - :mod:`~asya_agents.observe.scrape`, :mod:`~asya_agents.observe.watch` and
   :mod:`~asya_agents.observe.paths`: what ``asya status --watch`` and
-  ``asya results --id`` read.
+  ``asya results --id`` read,
+- :mod:`~asya_agents.observe.history`: the bounded history the local supervisor keeps
+  in the state folder, which ``asya status --watch`` and the console draw.
 
 The W3C trace context itself (``traceparent`` in envelope headers) is part of the wire
 format and lives beside the envelope, in :mod:`asya_agents.tracecontext`.

@@ -3,12 +3,17 @@
 Three independent brakes, each in its own module, consulted by the receive loop:
 
 - the circuit breaker (:mod:`.breaker`): while open, take nothing; half-open, one probe;
-- adaptive concurrency (:mod:`.adaptive`): fewer messages in flight after 429s;
+- adaptive concurrency (:mod:`.adaptive`): fewer messages in flight after 429s, and
+  calls paced at the rate the provider was found to allow; the pace and the breaker's
+  state are the actor's, shared by its replicas (:mod:`.shared`);
 - the shared rate limit (:mod:`.limiter`): one token per message taken, for the actor
   as a whole.
 
 While the rate limit makes the replica wait, or a 429 cuts its concurrency, the actor is
 marked rate-limited (:mod:`.throttle`) so that the local autoscaler adds no replicas.
+Waiting for the adaptive pace does not mark it: the pace is the actor's own guess, which
+grows while a backlog waits for it, not a limit the provider said; a replica the
+autoscaler adds shares the same pace, so it cannot earn more 429s.
 
 The shared bucket's store (Redis, SQLite) can become unreachable. :class:`SharedBucket`
 bounds what that costs: the replica holds (takes nothing, tries the store again every
@@ -32,7 +37,8 @@ from collections.abc import Callable
 from asya_agents.errors import TransportError
 from asya_agents.resiliency.adaptive import AdaptiveLimit
 from asya_agents.resiliency.breaker import CircuitBreaker
-from asya_agents.resiliency.limiter import TokenBucket, refill
+from asya_agents.resiliency.limiter import TokenBucket
+from asya_agents.resiliency.shared import SharedBrakes
 from asya_agents.resiliency.throttle import OutageMarks, ThrottleMarks
 from asya_agents.seams import Admission
 
@@ -42,8 +48,6 @@ log = logging.getLogger("asya.resiliency")
 
 #: Longest nap between looks at the clock: an injected clock moves without us.
 _NAP = 0.2
-#: Seconds of calls a replica's own pace lets through at once.
-_PACE_BURST = 0.1
 #: How long one throttling event keeps the actor marked rate-limited.
 _MARK_FOR = 10.0
 #: Seconds between tries of a failing rate-limit store while the replica holds, and
@@ -143,6 +147,7 @@ class ResilientAdmission(Admission):
         adaptive: AdaptiveLimit | None = None,
         bucket: TokenBucket | None = None,
         marks: ThrottleMarks | None = None,
+        shared: SharedBrakes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.actor = actor
@@ -150,10 +155,10 @@ class ResilientAdmission(Admission):
         self.adaptive = adaptive
         self.bucket = bucket
         self.marks = marks
+        self.shared = shared
         self._clock = clock
         self._marked_until = 0.0
         self._paused_until = 0.0
-        self._pace_tokens, self._pace_stamp = 1.0, clock()
         self._hits = 0
 
     def limit(self, concurrency: int) -> int:
@@ -166,6 +171,8 @@ class ResilientAdmission(Admission):
     async def wait(self, stop: asyncio.Event) -> None:
         while self.breaker is not None and not self.breaker.allows() and not stop.is_set():
             await _nap(self.breaker.seconds_to_probe() or _NAP, stop)
+            if self.shared is not None:
+                await self.shared.refresh()  # another replica's probe may close it
         while not stop.is_set() and self._paused_until > self._clock():
             await _nap(self._paused_until - self._clock(), stop)
 
@@ -173,15 +180,16 @@ class ResilientAdmission(Admission):
         if self.breaker is not None and self.breaker.state == "half-open":
             want, self.breaker.probing = min(want, 1), True
         while want > 0 and not stop.is_set():
-            granted, wait = self._paced(want)
+            granted, wait = await self._paced(want)
             if granted and self.bucket is not None:
                 shared, wait = await self._take_shared(granted)
-                self._pace_tokens += granted - shared
+                self._give_pace(granted - shared)
+                if not shared:
+                    self._mark()  # the declared limit holds it: more replicas would wait too
                 granted = shared
             if granted:
                 return granted
             self._hits += 1
-            self._mark()
             await _nap(wait, stop)
         if self.breaker is not None:
             self.breaker.probing = False
@@ -195,27 +203,27 @@ class ResilientAdmission(Admission):
             log.warning("rate limit of %s unavailable, waiting: %s", self.actor, exc)
             return 0, 1.0
 
-    def _paced(self, want: int) -> tuple[int, float]:
-        """Take up to ``want`` from this replica's own pace (adaptive concurrency),
-        a small bucket refilled at the pace; ``(want, 0)`` while there is no pace."""
-        pace = self.adaptive.pace if self.adaptive is not None else None
-        if pace is None:
+    async def _paced(self, want: int) -> tuple[int, float]:
+        """Take up to ``want`` from the adaptive pace (the actor's, shared, or this
+        replica's own); ``(want, 0)`` while there is no pace."""
+        if self.shared is not None:
+            return await self.shared.take(want)
+        if self.adaptive is None:
             return want, 0.0
-        now = self._clock()
-        self._pace_tokens = refill(self._pace_tokens, self._pace_stamp, now, rate=pace,
-                                   burst=max(1.0, pace * _PACE_BURST))
-        self._pace_stamp = now
-        granted = min(want, int(self._pace_tokens))
-        if granted:
-            self._pace_tokens -= granted
-            return granted, 0.0
-        return 0, (1.0 - self._pace_tokens) / pace
+        return self.adaptive.own.take(want, self._clock())
+
+    def _give_pace(self, count: int) -> None:
+        if count <= 0:
+            return
+        if self.shared is not None:
+            self.shared.give_back(count)
+        elif self.adaptive is not None:
+            self.adaptive.own.give_back(count)
 
     async def release(self, unused: int) -> None:
         if self.breaker is not None and self.breaker.probing and unused > 0:
             self.breaker.probing = False  # the probe found no message: try again later
-        if self.adaptive is not None and self.adaptive.pace is not None and unused > 0:
-            self._pace_tokens += unused
+        self._give_pace(unused)
         if self.bucket is not None and unused > 0:
             with contextlib.suppress(TransportError):
                 await self.bucket.give_back(unused)
@@ -224,8 +232,13 @@ class ResilientAdmission(Admission):
         if self.breaker is not None:
             before = self.breaker.state
             self.breaker.record(exc)
-            if self.breaker.state != before:
-                log.warning("circuit of %s %s", self.actor, self.breaker.state)
+            after = self.breaker.state
+            if after != before:
+                log.warning("circuit of %s %s", self.actor, after)
+                if self.shared is not None and after == "open":
+                    self.shared.opened = self.breaker.opened_at
+                elif self.shared is not None and after == "closed":
+                    self.shared.closed = self._clock()
         if self.adaptive is None:
             return
         if exc is not None:
@@ -262,3 +275,5 @@ class ResilientAdmission(Admission):
     async def close(self) -> None:
         if self.bucket is not None:
             await self.bucket.close()
+        if self.shared is not None:
+            await self.shared.store.close()

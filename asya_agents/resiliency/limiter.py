@@ -30,7 +30,18 @@ from typing import Any, Protocol
 from asya_agents.errors import ConfigError, TransportError
 from asya_agents.resiliency.spec import RateLimitSpec
 
-__all__ = ["LocalBucket", "RedisBucket", "SQLiteBucket", "TokenBucket", "open_bucket", "refill"]
+__all__ = ["LocalBucket", "RedisBucket", "SQLiteBucket", "TokenBucket", "open_bucket",
+           "open_sqlite", "refill"]
+
+
+def open_sqlite(path: Path, schema: str) -> sqlite3.Connection:
+    """The replicas' shared SQLite file at ``path`` (WAL, autocommit, usable from any
+    thread), with ``schema`` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(schema)
+    return conn
 
 
 class TokenBucket(Protocol):
@@ -94,12 +105,7 @@ class SQLiteBucket:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SQL_SCHEMA)
-            self._conn = conn
+            self._conn = open_sqlite(self.path, _SQL_SCHEMA)
         return self._conn
 
     def _update(self, change: Callable[[float], tuple[float, Any]]) -> Any:

@@ -113,7 +113,22 @@ class RateLimitSpec(_Spec):
     )
 
 
-class CircuitBreakerSpec(_Matching):
+class _Shared(_Spec):
+    """Where the replicas of an actor share what a brake learned (its pace, its breaker's
+    state): the store that shares ``rateLimit``."""
+
+    store: Literal["auto", "sqlite", "redis", "local"] = Field(
+        default="auto",
+        description="auto = SQLite in the mesh state folder on the embedded transport, "
+        "Redis otherwise; local = each replica on its own",
+    )
+    redisUrl: str | None = Field(
+        default=None, description="for store redis; default: rateLimit's redisUrl, else "
+        "redis://127.0.0.1:6379/0",
+    )
+
+
+class CircuitBreakerSpec(_Matching, _Shared):
     """Stop taking messages after consecutive failures of a matched kind."""
 
     failureThreshold: int = Field(default=5, ge=1, description="consecutive failures to open")
@@ -121,7 +136,7 @@ class CircuitBreakerSpec(_Matching):
     # An empty ``match`` counts every failure; flavors name the transient kinds.
 
 
-class AdaptiveConcurrencySpec(_Matching):
+class AdaptiveConcurrencySpec(_Matching, _Shared):
     """AIMD on the in-flight limit of each replica when calls are rate-limited."""
 
     match: list[str | int] = Field(
@@ -138,7 +153,10 @@ class AdaptiveConcurrencySpec(_Matching):
         description="after a 429, start calls at this share of the rate actually served",
     )
     paceGrowth: float = Field(
-        default=0.01, gt=0, le=1, description="then raise that pace by this share per second",
+        default=0.01, gt=0, le=1,
+        description="then raise that pace by at least this share per second while it holds "
+        "a backlog back (faster far under the ceiling it was cut from, and faster and "
+        "faster above it)",
     )
     pauseOnRetryAfter: Duration = Field(
         default=60.0,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from asya_agents.autoscaler import Autoscaler
+from pathlib import Path
+
+import pytest
+
+from asya_agents.autoscaler import ActivityMarks, Autoscaler
 from asya_agents.manifest import ScalingSpec
 from tests.conftest import FakeClock
 
@@ -63,3 +67,33 @@ def test_hold_adds_no_replicas_but_may_activate() -> None:
     auto, _ = scaler()
     assert auto.decide(100, 0, hold=True).replicas == 1
     assert auto.decide(100, 2, hold=True).replicas == 2
+
+
+def test_replicas_that_keep_receiving_keep_a_fast_actor_from_zero() -> None:
+    auto, clock = scaler(scaleDownStabilization="0s")
+    auto.decide(3, 0)
+    # Given a fast actor whose queue looks empty at every poll, for longer than the
+    # cooldown, while its replica keeps receiving (a message now and then, in ms)
+    for _ in range(120):
+        clock.now += 1
+        assert auto.decide(0, 1, busy=True).replicas == 1
+    # Then it goes to zero only a cooldownPeriod after messages stop arriving
+    clock.now += 59
+    assert auto.decide(0, 1).replicas == 1
+    clock.now += 2
+    assert auto.decide(0, 1).replicas == 0
+    assert auto.decide(0, 0, busy=True).replicas == 0, "no replica received anything"
+
+
+def test_activity_marks_tell_the_supervisor_what_replicas_received(tmp_path: Path) -> None:
+    clock = FakeClock(1_700_000_000.0)
+    marks = ActivityMarks(tmp_path, clock=clock)
+    assert marks.last("fast") == 0.0
+    marks.received("fast", None)
+    assert ActivityMarks(tmp_path).last("fast") == pytest.approx(clock.now, abs=0.01)
+    clock.now += 0.1
+    marks.received("fast", None)  # written at most twice a second
+    assert ActivityMarks(tmp_path).last("fast") == pytest.approx(clock.now - 0.1, abs=0.01)
+    clock.now += 1
+    marks.received("fast", None)
+    assert ActivityMarks(tmp_path).last("fast") == pytest.approx(clock.now, abs=0.01)

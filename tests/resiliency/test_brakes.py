@@ -113,11 +113,14 @@ def test_a_cut_paces_the_replica_under_the_rate_it_was_served(clock: FakeClock) 
     limit.record(StatusError(429))
     # Then it paces at 90 % of the 10/s it was served over the last two seconds
     assert limit.pace == pytest.approx(9.0, rel=0.06)
-    # and the pace grows by 1 % of itself per second of successes
+    # and, while it holds a backlog back, it climbs back towards the 10/s ceiling,
+    # faster than its 1 % a second while far under it
     before = limit.pace
+    assert limit.own.take(100, clock.now)[0] >= 1
+    assert limit.own.take(100, clock.now) == (0, pytest.approx(1 / before, rel=0.1))
     for _ in range(9):
         limit.record(None)
-    assert limit.pace == pytest.approx(before + 0.09)
+    assert before + 0.09 < limit.pace < 10.0
 
 
 async def test_local_bucket_grants_burst_then_rate(clock: FakeClock) -> None:

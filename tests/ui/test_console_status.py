@@ -4,10 +4,16 @@ throughput from samples of the result store, the latest errors, and replay."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from asya_agents.envelope import Envelope, ErrorInfo
+from asya_agents.observe.history import Ring
 from asya_agents.stores import open_result_store
 from asya_agents.transports import Outgoing
 from asya_agents.transports.embedded import EmbeddedTransport
@@ -120,3 +126,75 @@ def test_text_from_handlers_is_shown_literally() -> None:
 
     assert md_escape("![pixel](http://x/y.png) *bold*") == \
         "\\!\\[pixel\\]\\(http\\:\u2060\\/\\/x\\/y\\.png\\) \\*bold\\*"
+
+
+def _supervisor_history(state_dir: Path, *, now: float, samples: int = 30) -> None:
+    """A ring as `asya up` writes it: a backlog on enhance drained by 1..3 replicas."""
+    ring = Ring(state_dir)
+    for i in range(samples):
+        depth = max(40 - 3 * i, 0)
+        rows = {name: {"depth": 0, "in_flight": 0, "replicas": 0, "desired": 0,
+                       "succeeded": 0.0, "failed": 0.0}
+                for name in ("enhance", "judge", "upload", "happy-end", "error-end")}
+        rows["enhance"] = {"depth": depth, "in_flight": min(i, 3), "replicas": min(i, 3),
+                           "desired": min(i, 3), "succeeded": 3.0 * i, "failed": 0.0}
+        ring.add({"at": now - 2.0 * (samples - i), "run": 1.0, "actors": rows,
+                  "totals": {"succeeded": 3 * i, "failed": i // 3}})
+
+
+def chart_specs(at: AppTest) -> dict[str, tuple[dict[str, Any], Any]]:
+    """Every Altair chart on the page by title: its Vega-Lite spec and its data (the
+    frame Streamlit sends beside the spec, as Arrow)."""
+    import pyarrow as pa
+
+    found = {}
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        [dataset] = element.proto.datasets
+        found[spec["title"]] = (spec, pa.ipc.open_stream(dataset.data.data).read_all()
+                                .to_pandas())
+    return found
+
+
+def test_charts_show_the_supervisors_history_on_first_render(console_env: Parking) -> None:
+    # Given a supervisor that sampled the mesh for a minute before anyone looked
+    now = time.time()
+    _supervisor_history(console_env.state_dir, now=now)
+    at = signed_in("alice")
+    # When alice opens the status page for the first time
+    at.switch_page("views/status.py").run()
+    # Then every chart is there at once, drawn over real time
+    charts = chart_specs(at)
+    assert set(charts) == {"Queue depth", "In flight", "Replicas", "Hops done per second",
+                           "Ended per second", "Error rate (failed / ended)"}
+    for title, (spec, data) in charts.items():
+        x = spec["encoding"]["x"]
+        assert x["type"] == "temporal" and x["axis"]["format"] == "%H:%M:%S", title
+        assert str(data["time"].dtype).startswith("datetime64"), title
+        assert data["time"].max().timestamp() == pytest.approx(now - 2.0, abs=0.01)
+    # with whole numbers on the axes of counts, two decimals at most on rates
+    for title in ("Queue depth", "In flight", "Replicas"):
+        y = charts[title][0]["encoding"]["y"]
+        assert (y["axis"]["format"], y["axis"]["tickMinStep"]) == (",d", 1), title
+    for title in ("Hops done per second", "Ended per second"):
+        assert charts[title][0]["encoding"]["y"]["axis"]["format"] == ",.2~f", title
+    assert charts["Error rate (failed / ended)"][0]["encoding"]["y"]["axis"]["format"] \
+        == ".0%"
+    # and the history's numbers: enhance's backlog drains from 40, 1.5 hops a second
+    depth = charts["Queue depth"][1]
+    enhance = depth[depth["actor"] == "enhance"]["depth"].tolist()
+    assert enhance[:3] == [40, 37, 34] and enhance[-1] == 0 and len(enhance) == 30
+    hops = charts["Hops done per second"][1]
+    assert set(hops[hops["actor"] == "enhance"]["succeeded_per_s"]) == {1.5}
+    ended = charts["Ended per second"][1]
+    assert set(ended[ended["ended"] == "succeeded/s"]["per second"]) == {1.5}
+    assert any("The last 58 s as the local supervisor sampled it" in c.value
+               for c in at.caption)
+
+
+def test_without_a_supervisor_the_page_says_where_the_charts_come_from(
+        console_env: Parking) -> None:
+    at = signed_in("alice")
+    at.switch_page("views/status.py").run()
+    assert not chart_specs(at)
+    assert any("No history from a local supervisor" in c.value for c in at.caption)

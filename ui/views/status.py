@@ -1,10 +1,11 @@
 """Mesh status: is work flowing, and what failed?
 
 Per actor the queue depth, messages in flight and replicas (the transport's counts and
-the local supervisor's ``status.json``, as ``asya status`` shows them); throughput and
-error rate over time, from samples of the result store's totals taken while the page is
-open (shared by every session, so a second reviewer sees the same curve); and the
-latest failures with their reasons, each with a button that replays it (what
+the local supervisor's ``status.json``, as ``asya status`` shows them); the same over
+time with hops and envelopes ended per second and the error rate, from the history the
+supervisor keeps (``history.jsonl``: the last hour, there as soon as the page opens;
+without a local supervisor, samples of the result store taken while the page is open);
+and the latest failures with their reasons, each with a button that replays it (what
 ``asya replay`` does).
 """
 
@@ -12,15 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict
+from typing import Any
 
 import streamlit as st
 
 from asya_agents.errors import AsyaError
+from asya_agents.observe.history import series, thinned, totals_series
 from asya_agents.stores import ResultRecord
-from ui import state
+from ui import charts, state
 from ui.console import Console, md_code, md_escape, rates
 
 REFRESH_SECONDS = 5
+#: Samples a chart draws at most (an hour of history is thinned to this many).
+CHART_POINTS = 360
 REJECTED_IN_REVIEW = "rejected-in-review"
 
 
@@ -52,22 +57,51 @@ def totals_row(console: Console) -> None:
     cols[3].metric("Waiting for review", counts.get("pending", 0))
 
 
-def charts(console: Console) -> None:
-    import pandas as pd  # type: ignore[import-untyped]
-
-    points = rates(console.sample())
-    st.subheader("Throughput and errors")
-    if not points:
-        st.caption("Collecting samples (one every few seconds while this page is open).")
+def history_charts(console: Console) -> None:
+    samples = console.mesh_history()
+    st.subheader("Over time")
+    if not samples:
+        _session_charts(console)
         return
-    frame = pd.DataFrame(points)
-    frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
-    frame = frame.set_index("at")
+    span = samples[-1]["at"] - samples[0]["at"]
+    st.caption(f"The last {_span(span)} as the local supervisor sampled it "
+               f"({len(samples)} samples).")
+    samples = thinned(samples, most=CHART_POINTS)
+    points = charts.frame_of(series(samples))
     c1, c2 = st.columns(2)
-    c1.caption("Ended per second")
-    c1.line_chart(frame[["succeeded/s", "failed/s"]], height=220)
-    c2.caption("Error rate (failed / ended)")
-    c2.line_chart(frame[["error rate"]], height=220)
+    c1.altair_chart(charts.actor_chart(points, "depth", title="Queue depth",
+                                       unit="messages", count=True), width="stretch")
+    c2.altair_chart(charts.actor_chart(points, "in_flight", title="In flight",
+                                       unit="messages", count=True), width="stretch")
+    c1.altair_chart(charts.actor_chart(points, "replicas", title="Replicas",
+                                       unit="replicas", count=True), width="stretch")
+    c2.altair_chart(charts.actor_chart(points, "succeeded_per_s", title="Hops done per second",
+                                       unit="hops / s", count=False), width="stretch")
+    ended = totals_series(samples)
+    if ended:
+        _ended_charts(charts.frame_of(ended))
+
+
+def _session_charts(console: Console) -> None:
+    """No supervisor history (a cluster, where KEDA scales): the result store's totals
+    sampled while this page is open."""
+    points = rates(console.sample())
+    st.caption("No history from a local supervisor (`asya up` keeps one); sampling "
+               "the result store while this page is open.")
+    if points:
+        _ended_charts(charts.frame_of(points))
+
+
+def _ended_charts(frame: Any) -> None:
+    c1, c2 = st.columns(2)
+    c1.altair_chart(charts.ended_chart(frame), width="stretch")
+    c2.altair_chart(charts.error_rate_chart(frame), width="stretch")
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
 
 
 def _error_title(rec: ResultRecord) -> str:
@@ -114,7 +148,7 @@ def page() -> None:
         state.show_flash()  # a replay's outcome: its click reruns only this fragment
         totals_row(console)
         actors_table(console)
-        charts(console)
+        history_charts(console)
         failures(console)
 
     live_part()
