@@ -14,7 +14,11 @@ rule that :class:`~asya_agents.blob.BlobStore` checks on every read and write:
   file is opened, and again on the open descriptor, which must be the file checked. It
   stops at ``max_bytes + 1`` bytes, so nothing is read without end;
 - an ``s3://`` URL needs its bucket in ``buckets`` (``*`` allows every bucket, and only
-  when someone wrote it there).
+  when someone wrote it there);
+- nothing inside a ``guarded`` folder is reached, whichever root holds it, except
+  through a root that lies below that folder. A mesh guards its state folder: its
+  queues, result, review and sign-in databases and the console's secret are no
+  payload's business, even where a root such as the demo's folder contains them.
 
 A refusal is a :class:`~asya_agents.errors.BlobRefused` naming the URL and the rule; the
 runtime ends it in ``error-end`` with reason ``blob-refused`` and never retries it. Where
@@ -97,10 +101,14 @@ class StoragePolicy:
     roots: tuple[Path, ...] = ()
     buckets: frozenset[str] = frozenset()
     max_bytes: int = DEFAULT_BLOB_MAX_BYTES
+    #: Folders no URL reaches into but through a root below them (module docstring).
+    guarded: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         roots = tuple(dict.fromkeys(_resolved_root(r) for r in self.roots))
         object.__setattr__(self, "roots", roots)
+        object.__setattr__(self, "guarded",
+                           tuple(dict.fromkeys(_resolved_root(g) for g in self.guarded)))
         object.__setattr__(self, "buckets", frozenset(self.buckets))
         if self.max_bytes < 1:
             raise ConfigError(f"storage: max_bytes must be at least 1, got {self.max_bytes}")
@@ -147,10 +155,21 @@ class StoragePolicy:
             if resolved == root:
                 raise BlobRefused(f"names the allowed root {root} itself, not a file in it",
                                   url=url)
-            if resolved.is_relative_to(root):
-                return root, resolved.relative_to(root).parts
+        # the nearest root holding the path: a root inside a guarded folder opens it
+        holding = [r for r in self.roots if resolved.is_relative_to(r)]
+        if holding:
+            root = max(holding, key=lambda r: len(r.parts))
+            self._check_guarded(url, resolved, root)
+            return root, resolved.relative_to(root).parts
         shown = ", ".join(str(r) for r in self.roots) or "none are set"
         raise BlobRefused(f"outside the allowed roots: {shown} ({_ROOTS_HINT})", url=url)
+
+    def _check_guarded(self, url: str, resolved: Path, root: Path) -> None:
+        for folder in self.guarded:
+            if resolved.is_relative_to(folder) and not (
+                    root != folder and root.is_relative_to(folder)):
+                raise BlobRefused(f"inside the mesh's state folder {folder} (its queues "
+                                  "and stores), which no root opens", url=url)
 
     def too_large(self, url: str) -> BlobRefused:
         return BlobRefused(f"over the limit of {self.max_bytes} bytes "
@@ -230,12 +249,16 @@ class StorageSpec(BaseModel):
 def mesh_policy(settings: BlobSettings, *, folder: Path, state_dir: Path,
                 specs: Iterable[StorageSpec]) -> StoragePolicy:
     """The policy of a mesh in ``folder``: the ``ASYA_BLOB_*`` settings, the mesh's own
-    ``data/`` and state folders, and ``specs`` (``mesh.yaml``'s, then an actor's) with
-    relative roots taken relative to ``folder``."""
+    ``data/`` folder and the ``output/`` folder of its state (where the food-image
+    upload writes by default), and ``specs`` (``mesh.yaml``'s, then an actor's) with
+    relative roots taken relative to ``folder``. The rest of the state folder is
+    guarded: no root opens its databases."""
     specs = list(specs)
-    roots = [folder / "data", state_dir, *(folder / r for s in specs for r in s.roots)]
-    return StoragePolicy.from_settings(settings).extended(
+    roots = [folder / "data", state_dir / "output",
+             *(folder / r for s in specs for r in s.roots)]
+    policy = StoragePolicy.from_settings(settings).extended(
         roots=roots, buckets=[b for s in specs for b in s.buckets])
+    return replace(policy, guarded=(*policy.guarded, state_dir))
 
 
 def _resolved_root(root: str | Path) -> Path:
@@ -295,9 +318,13 @@ def _open_regular(url: str, root: Path, parts: tuple[str, ...]) -> int:
 
 
 def _atomic_write(parent: int, name: str, data: bytes) -> None:
+    """Write ``name`` in the folder ``parent`` through a temporary file renamed into
+    place. The file gets the mode any program's new file gets, ``0o666`` less the
+    process umask (``0644`` under the usual ``022``): an output is for whoever reads that
+    folder, and who may is the umask's and the folder's say, not this function's."""
     tmp = f".{name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600, dir_fd=parent)
+                 0o666, dir_fd=parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -11,7 +11,9 @@ measures, in the same run:
   paths taking turns after random pauses): through the gateway, from the POST to the
   ``end`` event of the job's SSE stream; directly, from the enqueue to the moment the
   result store shows the job ended (read every millisecond, as a tight
-  ``asya send --wait`` would).
+  ``asya send --wait`` would). Beside it, how long after the result store recorded the
+  job each client saw its end: the notification's own share, free of the replicas'
+  polling.
 
 The client is a small HTTP/1.1 client on asyncio streams, so the figures are the
 gateway's, not an HTTP library's.
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from asya_agents.context import MeshContext  # noqa: E402
 from asya_agents.envelope import Envelope  # noqa: E402
 from asya_agents.settings import Settings  # noqa: E402
+from asya_agents.stores.base import ResultStore  # noqa: E402
 from asya_agents.transports import Backend  # noqa: E402
 
 MESH = ROOT / "bench" / "meshes" / "solo"
@@ -118,40 +121,76 @@ async def direct_submissions(ctx: MeshContext, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-async def _gateway_job(post: Connection, port: int, body: bytes) -> float:
+async def _gateway_job(post: Connection, port: int, body: bytes,
+                       store: ResultStore) -> tuple[float, float]:
+    """The job's submit-to-end latency, and how long after the result store recorded
+    it the client saw its end (the gateway's own share of the wait)."""
     stream = await Connection.open(port)
     started = time.perf_counter()
     _, answer = await post.request("POST", "/v1/jobs", body)
-    await stream.stream_until_end(f"/v1/jobs/{json.loads(answer)['id']}/events")
+    job = json.loads(answer)["id"]
+    await stream.stream_until_end(f"/v1/jobs/{job}/events")
+    seen, took = time.time(), time.perf_counter() - started
     stream.close()
-    return time.perf_counter() - started
+    return took, seen - _recorded_at(store, job)
 
 
-async def _direct_job(ctx: MeshContext, transport: Backend) -> float:
-    store = ctx.results()
+def _recorded_at(store: ResultStore, job: str) -> float:
+    record = store.get(job)
+    assert record is not None and record.recorded_at is not None, job
+    return float(record.recorded_at)
+
+
+async def _direct_job(ctx: MeshContext, transport: Backend,
+                      store: ResultStore) -> tuple[float, float]:
     envelope = Envelope.create({"n": 1}, ctx.route())
     started = time.perf_counter()
     await ctx.send(transport, [envelope])
     while store.ended_weight([envelope.id])[envelope.id] < 1:
         await asyncio.sleep(0.001)
-    return time.perf_counter() - started
+    seen, took = time.time(), time.perf_counter() - started
+    return took, seen - _recorded_at(store, envelope.id)
 
 
-async def latencies(port: int, ctx: MeshContext, jobs: int) -> tuple[list[float], list[float]]:
+Timed = list[tuple[float, float]]
+
+
+async def latencies(port: int, ctx: MeshContext, jobs: int) -> tuple[Timed, Timed]:
     """One job at a time, the two paths taking turns, each after a random pause: the
     embedded transport's replicas poll their queue, and a fixed rhythm would meet their
-    polls at a different phase on each path."""
+    polls at a different phase on each path. Each job gives its latency and how long
+    after its record its end was seen."""
     body, pause = json.dumps({"payload": {"n": 1}}).encode(), random.Random(7)
     gateway, direct = [], []
-    post = await Connection.open(port)
+    post, store = await Connection.open(port), ctx.results()
     async with ctx.connected() as transport:
         for _ in range(jobs):
             await asyncio.sleep(pause.uniform(0, 0.06))
-            gateway.append(await _gateway_job(post, port, body))
+            gateway.append(await _gateway_job(post, port, body, store))
             await asyncio.sleep(pause.uniform(0, 0.06))
-            direct.append(await _direct_job(ctx, transport))
+            direct.append(await _direct_job(ctx, transport, store))
     post.close()
     return gateway, direct
+
+
+def wait_listening(port: int, up: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the gateway answers ``/healthz`` (a broker makes the start slower)."""
+    async def answers() -> bool:
+        try:
+            conn = await Connection.open(port)
+        except OSError:
+            return False
+        try:
+            status, _ = await conn.request("GET", "/healthz")
+            return status == 200
+        finally:
+            conn.close()
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(answers()):
+        if up.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not start (see the output above)")
+        time.sleep(0.1)
 
 
 def wait_drained(ctx: MeshContext, expected: int, timeout: float = 300) -> None:
@@ -177,15 +216,18 @@ def run(count: int, clients: int, latency_jobs: int, transport: str) -> dict[str
         update={"queue_prefix": prefix})})
     ctx = MeshContext.open(MESH, transport=transport, state_dir=state, settings=settings)
     try:
-        time.sleep(4)  # the replica, the crew and the gateway start
+        wait_listening(port, up)  # the replica, the crew and the gateway start
         asyncio.run(latencies(port, ctx, 5))  # warm up both paths
         out = {"gw_rate": asyncio.run(gateway_submissions(port, count, clients))}
         wait_drained(ctx, 10 + count // clients * clients)
         out["direct_rate"] = asyncio.run(direct_submissions(ctx, count))
         wait_drained(ctx, 10 + count // clients * clients + count)
         gw, direct = asyncio.run(latencies(port, ctx, latency_jobs))
-        out.update(gw_p50=percentile(gw, 0.5), gw_p99=percentile(gw, 0.99),
-                   direct_p50=percentile(direct, 0.5), direct_p99=percentile(direct, 0.99))
+        for name, timed in (("gw", gw), ("direct", direct)):
+            took, after = [t for t, _ in timed], [a for _, a in timed]
+            out.update({f"{name}_p50": percentile(took, 0.5),
+                        f"{name}_p99": percentile(took, 0.99),
+                        f"{name}_seen_p50": percentile(after, 0.5)})
         return out
     finally:
         up.send_signal(signal.SIGTERM)
@@ -217,6 +259,8 @@ def main() -> None:
                       ("direct: asya send-style enqueue, store read", "direct")):
         print(f"{name:<44}{r[key + '_rate']:>10.0f}{r[key + '_p50'] * 1000:>10.2f}"
               f"{r[key + '_p99'] * 1000:>10.2f}")
+    print(f"end seen after the store recorded it, p50: gateway "
+          f"{r['gw_seen_p50'] * 1000:.2f} ms, direct {r['direct_seen_p50'] * 1000:.2f} ms")
     added = (r["gw_p50"] - r["direct_p50"]) * 1000
     print(f"ratio submissions gateway / direct: {r['gw_rate'] / r['direct_rate']:.3f}")
     print(f"ratio p50 latency gateway / direct: {r['gw_p50'] / r['direct_p50']:.2f} "

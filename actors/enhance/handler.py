@@ -6,14 +6,16 @@ two entry points over the same code:
 - ``actors.enhance.handler.Enhancer.enhance``: one payload in, one out;
 - ``actors.enhance.handler.Enhancer.enhance_batch``: the batch handler for
   ``spec.batch`` (the ``gpu`` flavor), a list of payloads in, one pipeline call per
-  group of equal settings, a list of the same length out.
+  group of equal settings (seeds may differ within one: each image has its own
+  generator), a list of the same length out.
 
 Each payload needs ``image_url`` (``file://``, a path, or ``s3://``). The enhanced image
 is written at ``sibling_url(image_url, output_suffix)`` (or under ``output_location``)
 and the payload comes back with ``enhanced_url`` and ``enhancement``: the backend, the
 settings used, the steps applied, the attempt number and the time taken. A judge may
 send an image back with ``enhance_settings`` (overrides) and a reviewer with
-``review_notes``; see ``settings.py``.
+``review_notes``; one of N candidates of a photo (best-of-N) says how it differs in
+``candidate``; see ``settings.py``.
 
 Every read and write goes through the actor's
 :class:`~asya_agents.storage.StoragePolicy` (``storage``, given by the runtime: the
@@ -38,7 +40,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from actors.enhance import pillow_backend
-from actors.enhance.settings import EnhanceSettings, for_payload
+from actors.enhance.settings import Candidate, EnhanceSettings, for_payload
 from asya_agents.blob import BlobStore, join_url, parse_url, sibling_url
 from asya_agents.errors import BlobError, BlobRefused, ConfigError
 from asya_agents.storage import StoragePolicy
@@ -153,10 +155,12 @@ class Enhancer:
                              f"path); got {got}")
         url = str(payload["image_url"])
         settings, notes = for_payload(self.defaults, payload)
-        return {"settings": settings, "notes": notes, "url": self._output_url(url)}
+        candidate = Candidate.of_payload(payload)
+        tag = "" if candidate is None else f".c{candidate.index}"
+        return {"settings": settings, "notes": notes, "url": self._output_url(url, tag)}
 
-    def _output_url(self, image_url: str) -> str:
-        beside = sibling_url(image_url, self.output_suffix)
+    def _output_url(self, image_url: str, tag: str = "") -> str:
+        beside = sibling_url(image_url, tag + self.output_suffix)
         if self.output_location is None:
             return beside
         return join_url(self.output_location, PurePosixPath(parse_url(beside).path).name)
@@ -181,7 +185,8 @@ class Enhancer:
         out: list[Any] = [None] * len(images)
         for indices in groups.values():
             s = plans[indices[0]]["settings"]
-            done = self.backend.run([images[i] for i in indices], s)
+            done = self.backend.run([images[i] for i in indices], s,
+                                    seeds=[plans[i]["settings"].seed for i in indices])
             steps = [f"sdxl img2img strength {s.strength:g}, {s.steps} steps, cfg {s.guidance:g}"]
             for i, image in zip(indices, done, strict=True):
                 out[i] = (image, steps)

@@ -137,29 +137,38 @@ class SDXLBackend:
 
     # -- running -------------------------------------------------------------------------
 
-    def run(self, images: list[Image.Image], s: Any) -> list[Image.Image]:
-        """Enhance ``images`` with one settings object ``s``; any length (chunked)."""
+    def run(self, images: list[Image.Image], s: Any,
+            seeds: list[int | None] | None = None) -> list[Image.Image]:
+        """Enhance ``images`` with one settings object ``s``; any length (chunked).
+        ``seeds``: one per image (default ``s.seed`` for all; ``None``: a random one)."""
+        seeds = list(seeds) if seeds is not None else [s.seed] * len(images)
+        if len(seeds) != len(images):
+            raise ValueError(f"sdxl: {len(seeds)} seeds for {len(images)} images")
         out: list[Image.Image] = []
         for start in range(0, len(images), self.o.max_batch):
             chunk = images[start:start + self.o.max_batch]
             square = [_resized(im.convert("RGB"), (self.o.size, self.o.size)) for im in chunk]
-            pixels = self._device_run(square, s)
+            pixels = self._device_run(square, s, seeds[start:start + self.o.max_batch])
             out += [_resized(Image.fromarray(px), im.size)
                     for px, im in zip(pixels, chunk, strict=False)]
         return out
 
-    def _device_run(self, images: list[Image.Image], s: Any) -> np.ndarray:
+    def _device_run(self, images: list[Image.Image], s: Any,
+                    seeds: list[int | None]) -> np.ndarray:
         torch, pipe = self.torch, self.pipe
         n = len(images)
         if self.pad and n < self.o.max_batch:
             images = images + [images[-1]] * (self.o.max_batch - n)
+            seeds = seeds + [seeds[-1]] * (self.o.max_batch - n)
+        drawn = int(np.random.default_rng().integers(1 << 31))  # for seeds left to chance
         batch = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
         with self._lock, torch.inference_mode():
             latents = self._encode(batch)
             embeds = [e.repeat(len(images), *([1] * (e.dim() - 1)))
                       for e in self._prompt_embeds(s.prompt, s.negative_prompt)]
-            seed = s.seed if s.seed is not None else int(np.random.default_rng().integers(1 << 31))
-            generators = [torch.Generator(self.device).manual_seed(seed) for _ in images]
+            generators = [torch.Generator(self.device).manual_seed(drawn if seed is None
+                                                                   else seed)
+                          for seed in seeds]
             denoised = pipe(
                 image=latents, prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1],
                 pooled_prompt_embeds=embeds[2], negative_pooled_prompt_embeds=embeds[3],

@@ -1,5 +1,6 @@
 """Per-image enhancement settings: the actor's defaults, what the judge may override in
-``payload["enhance_settings"]`` and what a reviewer's ``payload["review_notes"]`` change.
+``payload["enhance_settings"]``, what a reviewer's ``payload["review_notes"]`` change,
+and how one of several candidates of a photo differs (``payload["candidate"]``).
 
 The defaults come from ``spec.config``; a payload may carry overrides for the keys of
 :class:`EnhanceSettings` only (anything else is an error naming the key), so that a judge
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FOOD_NEGATIVE_PROMPT", "FOOD_PROMPT", "EnhanceSettings", "for_payload"]
+__all__ = ["FOOD_NEGATIVE_PROMPT", "FOOD_PROMPT", "Candidate", "EnhanceSettings", "for_payload"]
 
 FOOD_PROMPT = (
     "professional food photography, appetizing dish, natural window light, soft shadows, "
@@ -57,10 +58,61 @@ class EnhanceSettings:
         return dataclasses.asdict(self)
 
     def diffusion_key(self) -> tuple[Any, ...]:
-        """Images with equal keys can share one SDXL pipeline call (the classical
-        settings play no part in it)."""
-        return (self.prompt, self.negative_prompt, self.strength, self.steps, self.guidance,
-                self.seed)
+        """Images with equal keys can share one SDXL pipeline call: the classical
+        settings play no part in it, and the seed is per image (one generator each), so
+        the candidates of a photo that differ only in seed run together."""
+        return (self.prompt, self.negative_prompt, self.strength, self.steps, self.guidance)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """``payload["candidate"]``: this payload is candidate ``index`` of ``of`` of one
+    photo (best-of-N). Its settings are the photo's with ``strength`` times
+    ``strength_scale`` and ``seed`` plus ``seed_offset``; its output is named
+    ``<stem>.c<index><output_suffix>``, so the candidates do not overwrite each other."""
+
+    index: int
+    of: int
+    strength_scale: float = 1.0
+    seed_offset: int = 0
+
+    @classmethod
+    def of_payload(cls, payload: dict[str, Any]) -> Candidate | None:
+        raw = payload.get("candidate")
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise ValueError(f"enhance: payload['candidate'] must be an object, got "
+                             f"{type(raw).__name__}")
+        unknown = sorted(set(raw) - _CANDIDATE_FIELDS)
+        if unknown:
+            raise ValueError(f"enhance: unknown key(s) {unknown} in payload['candidate'];"
+                             f" known: {sorted(_CANDIDATE_FIELDS)}")
+        try:
+            found = cls(index=_whole(raw, "index"), of=_whole(raw, "of"),
+                        strength_scale=float(raw.get("strength_scale", 1.0)),
+                        seed_offset=_whole(raw, "seed_offset", 0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"enhance: payload['candidate'] is not valid: {exc}") from exc
+        if not (0 <= found.index < found.of and found.strength_scale > 0):
+            raise ValueError(f"enhance: payload['candidate'] needs 0 <= index < of and "
+                             f"strength_scale > 0, got {raw}")
+        return found
+
+    def apply(self, s: EnhanceSettings) -> EnhanceSettings:
+        seed = None if s.seed is None else s.seed + self.seed_offset
+        return dataclasses.replace(s, strength=round(s.strength * self.strength_scale, 4),
+                                   seed=seed)
+
+
+_CANDIDATE_FIELDS = frozenset(f.name for f in dataclasses.fields(Candidate))
+
+
+def _whole(raw: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be a whole number, got {value!r}")
+    return value
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(EnhanceSettings))
@@ -91,6 +143,9 @@ def for_payload(base: EnhanceSettings, payload: dict[str, Any]) -> tuple[Enhance
         raise ValueError(f"enhance: unknown key(s) {unknown} in payload['enhance_settings'];"
                          f" known: {sorted(FIELDS)}")
     settings = dataclasses.replace(base, **overrides)
+    candidate = Candidate.of_payload(payload)
+    if candidate is not None:
+        settings = candidate.apply(settings)
     notes = payload.get("review_notes")
     if not notes:
         return settings, []

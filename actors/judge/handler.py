@@ -18,6 +18,11 @@ The verdict is stored in ``payload["verdict"]`` (and appended to
 ``payload["judge_history"]``); loops are counted in ``payload["judge_loops"]``, so an
 envelope read from any queue or store says how often it went round.
 
+Best-of-N splits the two halves over two actors: ``Judge.score_candidate`` (payload
+mode) scores each candidate and leaves the route alone, a ``fanIn`` actor keeps the
+best, and ``Judge.decide`` (envelope mode) routes the best on the verdict it carries,
+as ``judge`` would have.
+
 ``mode: text`` judges ``payload["answer"]`` to ``payload["question"]`` instead, which is
 how the same template drives a question-answering loop (``mesh/qa-loop``).
 
@@ -150,34 +155,67 @@ class Judge:
     # -- the handler ------------------------------------------------------------------
 
     def judge(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Envelope mode: score the payload, then route it (accept, loop or review)."""
         payload = dict(envelope["payload"])
+        payload["verdict"] = self.verdict(payload)
+        return self._route(envelope, payload)
+
+    def score_candidate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Payload mode: score one candidate of a best-of-N and record the verdict in
+        ``payload["verdict"]``; the route is left alone (the gather that follows keeps
+        the best, and :meth:`decide` routes it)."""
+        return {**payload, "verdict": self.verdict(payload)}
+
+    def decide(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """Envelope mode: route on the verdict already in ``payload["verdict"]`` (the
+        best candidate's), exactly as :meth:`judge` routes its own; nothing is scored
+        again."""
+        payload = dict(envelope["payload"])
+        verdict = payload.get("verdict")
+        if not isinstance(verdict, dict) or not isinstance(verdict.get("score"), int | float) \
+                or verdict.get("verdict") not in ("accept", "uncertain", "reject"):
+            raise ValueError("judge.decide routes on payload['verdict'] with a 'score' and "
+                             "a 'verdict' (accept, uncertain, reject), as score_candidate "
+                             f"writes it; got {verdict!r}")
+        payload["verdict"] = {**verdict, "reasons": list(verdict.get("reasons") or []),
+                              "defects": list(verdict.get("defects") or [])}
+        return self._route(envelope, payload)
+
+    def verdict(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The verdict on ``payload`` as it is recorded: score, label, reasons, defects,
+        backend, the loop it was given in, the model and the statistics."""
         verdict, stats = self.score(payload)
         label = self.label(verdict.score)
-        loops = int(payload.get("judge_loops", 0))
-        rest = list(envelope["route"]["next"])
         reasons = list(verdict.reasons)
         seen = [d for d in verdict.defects if d in VISIBLE_DEFECTS]
         if label == "accept" and self.backend == "heuristic" and seen:
             label = "uncertain"  # statistics that see a defect do not wave it through
             reasons.append(f"accepted by score, but {', '.join(seen)}: a person decides")
+        return {"score": verdict.score, "verdict": label, "reasons": reasons,
+                "defects": verdict.defects, "backend": self.backend,
+                "loop": int(payload.get("judge_loops", 0)),
+                "model": self.model if self.backend == "llm" else None, "stats": stats}
+
+    def _route(self, envelope: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        record = payload["verdict"]
+        label, loops = record["verdict"], int(payload.get("judge_loops", 0))
+        rest = list(envelope["route"]["next"])
         if label == "accept":
             nxt = rest
         elif label == "reject" and loops < self.max_loops:
             nxt = [*self.retry_route, *rest]
             payload["judge_loops"] = loops + 1
-            payload["judge_feedback"] = reasons + [f"defect: {d}" for d in verdict.defects]
+            payload["judge_feedback"] = record["reasons"] + [
+                f"defect: {d}" for d in record["defects"]]
             if self.mode == "image":
-                payload["enhance_settings"] = self.adjust(payload, verdict.defects)
+                payload["enhance_settings"] = self.adjust(payload, record["defects"])
         else:
             if label == "reject":
-                reasons.append(f"still rejected after {loops} loop(s): a person decides")
+                record["reasons"].append(f"still rejected after {loops} loop(s): a person "
+                                         "decides")
             nxt = [self.review_actor, *rest]
-        record = {"score": verdict.score, "verdict": label, "reasons": reasons,
-                  "defects": verdict.defects, "backend": self.backend, "loop": loops,
-                  "model": self.model if self.backend == "llm" else None, "stats": stats}
-        payload["verdict"] = record
         payload["judge_history"] = [*payload.get("judge_history", []),
-                                    {"score": verdict.score, "verdict": label}]
+                                    {"score": record["score"], "verdict": label}]
         return {**envelope, "payload": payload,
                 "route": {**envelope["route"], "next": nxt}}
 

@@ -21,7 +21,7 @@ Every config key is described in ``actors/llm/README.md``.
 from __future__ import annotations
 
 import json
-import string
+import re
 from typing import Any
 
 from pydantic import BaseModel, create_model
@@ -44,22 +44,42 @@ class RouteError(ValueError):
     """The model's label names no route, and there is no ``fallback_route``."""
 
 
-class _Formatter(string.Formatter):
-    """``str.format`` over the payload, with lists and mappings written as JSON."""
+#: ``{field}``, ``{field[key]}``, ``{field[0]}``; ``{{`` and ``}}`` are literal braces. Any
+#: other brace (the JSON examples of a system prompt) is left as it is.
+_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)((?:\[[^\[\]{}]*\])*)\}")
+_SUB = re.compile(r"\[([^\]]*)\]")
 
-    def format_field(self, value: Any, format_spec: str) -> str:
-        if isinstance(value, dict | list) and not format_spec:
-            return json.dumps(value, ensure_ascii=False)
-        return str(super().format_field(value, format_spec))
+
+def _lookup(value: Any, sub: str) -> Any:
+    if isinstance(value, list) and sub.lstrip("-").isdigit():
+        return value[int(sub)]
+    return value[sub]
 
 
 def render(template: str, fields: dict[str, Any], *, key: str) -> str:
-    """``template`` with ``{field}`` (and ``{field[sub]}``) taken from ``fields``."""
-    try:
-        return _Formatter().vformat(template, (), fields)
-    except (KeyError, IndexError) as exc:
-        raise PromptError(f"{key} needs payload field {exc} (the payload has: "
-                          f"{', '.join(sorted(fields)) or 'nothing'})") from exc
+    """``template`` with ``{field}`` (and ``{field[sub]}``) taken from ``fields``; lists
+    and mappings are written as JSON."""
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        name, path = match.group(1), match.group(2)
+        if name not in fields:
+            raise PromptError(f"{key} needs payload field {name!r} (the payload has: "
+                              f"{', '.join(sorted(fields)) or 'nothing'})")
+        value = fields[name]
+        for sub in _SUB.findall(path):
+            try:
+                value = _lookup(value, sub)
+            except (KeyError, IndexError, TypeError) as exc:
+                raise PromptError(f"{key}: {token} names {sub!r}, which payload field "
+                                  f"{name!r} does not have") from exc
+        if isinstance(value, dict | list):
+            return json.dumps(value, ensure_ascii=False)
+        return str(value)
+
+    return _FIELD.sub(one, template)
 
 
 def schema_model(schema: str | dict[str, str] | None) -> type[BaseModel] | None:

@@ -8,9 +8,9 @@ on, register themselves on it when imported here.
 
 from __future__ import annotations
 
-from asya_agents.cli import cluster, gateway, mesh, tools
+from asya_agents.cli import cluster, gateway, mesh, new, tools
 from asya_agents.cli.app import main
 
 __all__ = ["main"]
 
-_COMMANDS = (cluster, gateway, mesh, tools)  # imported for their commands
+_COMMANDS = (cluster, gateway, mesh, new, tools)  # imported for their commands

@@ -173,7 +173,9 @@ def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: b
     """Per actor: queue depth, in flight, replicas; totals of ended envelopes.
 
     With --watch: a live view (one JSON line per refresh with --json) that adds the
-    throughput and errors per second of each actor, read from its replicas' /metrics.
+    throughput and errors per second of each actor, read from its replicas' /metrics,
+    and sparklines per actor of the history `asya up` keeps (the last minute, from the
+    first refresh on). Ctrl-C stops it.
     """
     ctx = open_mesh(mesh, transport, state_dir)
     if watch:
@@ -197,11 +199,15 @@ def status(mesh: Path, transport: str | None, state_dir: Path | None, as_json: b
 
 def _watch_status(ctx: MeshContext, *, interval: float, count: int | None,
                   as_json: bool) -> None:
-    from asya_agents.observe.watch import Watcher, watch
+    from asya_agents.observe.history import read_history
+    from asya_agents.observe.watch import SPARK_SAMPLES, Watcher, watch
+
+    def history() -> list[dict[str, Any]]:  # one more sample: the first rate needs it
+        return read_history(ctx.state_dir, now=time.time(), last=SPARK_SAMPLES + 1)
 
     async def go() -> None:
         async with ctx.connected() as tr:
-            watcher = Watcher(lambda: ctx.status(tr))
+            watcher = Watcher(lambda: ctx.status(tr), history=history)
             await watch(watcher, interval=interval, count=count, as_json=as_json,
                         echo=click.echo)
 

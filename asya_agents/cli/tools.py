@@ -226,19 +226,37 @@ def review_hash_password(name: str | None) -> None:
 @click.option("--mesh", "mesh_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), default=None, help="The food-image mesh folder [mesh/food-image]")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after SECONDS")
-def demo(photos: Path | None, out: Path, mesh_dir: Path | None, timeout: float) -> None:
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="When photos wait for review, keep the mesh serving until Ctrl-C, so "
+                   "that approved photos go on to accepted/")
+@click.option("--candidates", default=3, show_default=True, type=click.IntRange(1, 16),
+              help="Best-of-N: enhance N candidates of each photo, judge each, keep the "
+                   "best (1: the single route enhance -> judge -> upload)")
+@click.option("--serve-only", is_flag=True,
+              help="Send nothing: serve the mesh of an earlier run in --out until Ctrl-C")
+def demo(photos: Path | None, out: Path, mesh_dir: Path | None, timeout: float, serve: bool,
+         candidates: int, serve_only: bool) -> None:
     """The food-image pipeline end to end on this machine: no broker, no GPU, no key.
 
-    Photos go through enhance -> judge -> upload; the judge accepts, loops back with
-    stronger settings, or leaves a photo for review. Prints the verdicts and the path of
-    a before/after report. With ASYA_LLM_API_KEY or OPENAI_API_KEY set, an LLM judges.
+    Each photo is enhanced as N candidates, each judged, the best kept (--candidates 1:
+    enhance -> judge -> upload); the judge accepts it, loops back with stronger
+    settings, or leaves it for review. Prints the verdicts and the path of
+    a before/after report, then, while photos wait for review, keeps the mesh serving
+    (and prints the review console's command) until Ctrl-C. With ASYA_LLM_API_KEY or
+    OPENAI_API_KEY set, an LLM judges.
     """
     import importlib.util
 
+    if serve_only and photos is not None:
+        raise click.UsageError("--serve-only sends no photos: leave out --photos")
     path = _project_file("mesh", "food-image", "food_demo.py", command="demo")
     spec = importlib.util.spec_from_file_location("food_demo", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["food_demo"] = module
     spec.loader.exec_module(module)
-    module.run_demo(out=out, photos=photos, mesh=mesh_dir, timeout=timeout, echo=click.echo)
+    if serve_only:
+        module.serve_demo(out=out, mesh=mesh_dir, echo=click.echo)
+        return
+    module.run_demo(out=out, photos=photos, mesh=mesh_dir, timeout=timeout, serve=serve,
+                    candidates=candidates, echo=click.echo)

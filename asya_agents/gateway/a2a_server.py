@@ -16,9 +16,10 @@ stores every time, so nothing lives in the gateway's memory:
 
 A message without a task id submits a job: its first data part is the payload (an
 object), else its text becomes ``{"text": ...}``; the message id is the idempotency
-key, so a resent message finds its job. A message *on* an input-required task carries
-a decision (a data part ``{"decision": "approve" | "reject" | "send_back" | "edit",
-"notes": ..., "payload": ...}``, or a text such as ``approve``, ``reject: too dark``,
+key (``a2a:ID``, apart from the client's HTTP keys), so a resent message finds its
+job. A message *on* an input-required task carries a decision (a data part
+``{"decision": "approve" | "reject" | "send_back" | "edit", "notes": ...,
+"payload": ...}``, or a text such as ``approve``, ``reject: too dark``,
 ``send back: brighter``), which decides the job's waiting pieces through the review
 service: a compare-and-set, so whichever of the console and A2A decides first wins,
 once. Cancel rejects the waiting pieces of an input-required task; work already on a
@@ -130,6 +131,12 @@ def _payload(message: pb.Message) -> dict[str, Any]:
     return {"text": text}
 
 
+def _key(message: pb.Message) -> str | None:
+    """The idempotency key of a message: its id, in a namespace of its own, so that
+    an A2A message id never meets an HTTP ``Idempotency-Key`` of the same client."""
+    return f"a2a:{message.message_id}" if message.message_id else None
+
+
 def _client(context: ServerCallContext) -> str:
     user = context.user
     return user.user_name if user.is_authenticated else ANONYMOUS
@@ -167,8 +174,7 @@ class MeshAgent(RequestHandler):
             route = json_format.MessageToDict(message.metadata)["route"]
         try:
             done = await self.gateway.jobs.submit(_payload(message), route=route,
-                                                  client=client,
-                                                  key=message.message_id or None)
+                                                  client=client, key=_key(message))
         except (GatewayError, MessageTooLarge, ValueError) as exc:
             raise InvalidParamsError(message=str(exc)) from exc
         if self.gateway.metrics is not None and not done.repeat:

@@ -16,11 +16,12 @@ from typing import Any
 
 from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asya_agents.gateway.keys import KeyRing
 
-__all__ = ["ANONYMOUS", "PUBLIC_PATHS", "LimitBody", "RequireKey", "client_of", "error_body"]
+__all__ = ["ANONYMOUS", "PUBLIC_PATHS", "LimitBody", "RequireKey", "client_of", "error_body",
+           "send_json"]
 
 #: Paths served without credentials.
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc",
@@ -34,7 +35,7 @@ def error_body(status: int, message: str, field: str | None = None) -> dict[str,
     return {"error": {"status": status, "field": field, "message": message}}
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any],
+async def send_json(send: Send, status: int, body: dict[str, Any],
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -63,7 +64,7 @@ class RequireKey:
         client = ANONYMOUS if self.keys is None else \
             self.keys.bearer(Headers(scope=scope).get("authorization"))
         if client is None:
-            await _send_json(send, 401, error_body(
+            await send_json(send, 401, error_body(
                 401, "a gateway key is needed: Authorization: Bearer KEY", "Authorization"),
                 [(b"www-authenticate", b'Bearer realm="asya-gateway"')])
             return
@@ -71,18 +72,51 @@ class RequireKey:
         await self.app(scope, receive, send)
 
 
+class _TooLarge(Exception):
+    """A body that streamed past the limit (no ``Content-Length`` said so first)."""
+
+
 class LimitBody:
-    """``413`` for a request whose ``Content-Length`` is past ``max_bytes``."""
+    """``413`` for a request whose body is past ``max_bytes``: at once when its
+    ``Content-Length`` says so, else (a chunked body) as soon as it streams past."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
+    def _refusal(self, size: str) -> dict[str, Any]:
+        return error_body(413, f"the body is {size} bytes, over the gateway's limit of "
+                               f"{self.max_bytes} (send large data by URL)", "payload")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = Headers(scope=scope).get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                await _send_json(send, 413, error_body(
-                    413, f"the body is {length} bytes, over the gateway's limit of "
-                         f"{self.max_bytes} (send large data by URL)", "payload"))
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                await send_json(send, 413, self._refusal(length))
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)  # the server holds it to its length
+            return
+        seen, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if started:
+                raise
+            await send_json(send, 413, self._refusal(f"more than {self.max_bytes}"))

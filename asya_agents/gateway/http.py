@@ -22,8 +22,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asya_agents.errors import (
     JobConflict,
@@ -32,14 +35,18 @@ from asya_agents.errors import (
     TransportError,
     UnknownActorError,
 )
-from asya_agents.gateway.auth import client_of, error_body
+from asya_agents.gateway.auth import client_of, error_body, send_json
 from asya_agents.gateway.jobs import STATUSES
 from asya_agents.gateway.service import Gateway
 
-__all__ = ["JobCreated", "JobRequest", "JobView", "cancel_job", "get_job", "healthz",
-           "install_errors", "job_events", "metrics", "router", "submit"]
+__all__ = ["ERRORS", "ERROR_KINDS", "MAX_KEY", "ErrorAnswer", "ErrorBody", "JobCreated",
+           "JobRequest", "JobView", "SubmitFast", "cancel_job", "error_answer", "get_job",
+           "healthz", "install_errors", "invalid_body", "job_events", "metrics", "router",
+           "submit", "submit_job"]
 
 router = APIRouter()
+#: The longest ``Idempotency-Key`` taken.
+MAX_KEY = 200
 
 
 class JobRequest(BaseModel):
@@ -64,33 +71,121 @@ class JobView(BaseModel):
         description="the ended pieces, as `asya results --json` prints them")
 
 
+class ErrorBody(BaseModel):
+    """What every error answers: its status, the field it names (if any), a message."""
+
+    status: int
+    field: str | None = Field(description="the body field or header at fault")
+    message: str
+
+
+class ErrorAnswer(BaseModel):
+    error: ErrorBody
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for the OpenAPI document (``422`` in place of
+    FastAPI's own shape, which the gateway never answers)."""
+    return {code: {"model": ErrorAnswer} for code in sorted({401, 422, *codes})}
+
+
 def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobCreated,
-             responses={200: {"model": JobCreated, "description": "a repeat"}})
-async def submit(body: JobRequest, request: Request,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-                 ) -> Any:
-    """Submit a job; an ``Idempotency-Key`` makes a repeat return the same job."""
-    gateway, client = _gateway(request), client_of(request.scope)
+def _job_request(raw: bytes) -> JobRequest:
+    """The body as JSON whatever its Content-Type says (``curl -d`` says a form)."""
+    try:
+        return JobRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+
+
+async def submit_job(gateway: Gateway, raw: bytes, *, client: str,
+                     key: str | None) -> tuple[int, dict[str, Any]]:
+    """Submit the job of body ``raw``: ``(201 or 200 for a repeat, {"id", "status"})``;
+    the errors of :data:`ERRORS` (and :class:`RequestValidationError`) otherwise."""
+    if key is not None and len(key) > MAX_KEY:
+        raise RequestValidationError([{"loc": ("header", "Idempotency-Key"),
+                                       "msg": f"at most {MAX_KEY} characters"}])
+    body = _job_request(raw)
     done = await gateway.jobs.submit(body.payload, route=body.route, client=client,
-                                     key=idempotency_key)
+                                     key=key)
     if gateway.metrics is not None and not done.repeat:
         gateway.metrics.job(client, "http")
-    return JSONResponse({"id": done.id, "status": done.status},
-                        status_code=200 if done.repeat else 201)
+    return 200 if done.repeat else 201, {"id": done.id, "status": done.status}
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobView)
+_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": JobRequest.model_json_schema()}}}}
+
+
+@router.post("/v1/jobs", status_code=201, response_model=JobCreated, openapi_extra=_BODY,
+             responses={200: {"model": JobCreated, "description": "a repeat"},
+                        **_errors(409, 413, 422, 503)})
+async def submit(request: Request,
+                 idempotency_key: Annotated[str | None, Header(
+                     alias="Idempotency-Key", max_length=MAX_KEY,
+                     description="a repeat with the same key returns the same job")] = None,
+                 ) -> Any:
+    """Submit a job; an ``Idempotency-Key`` makes a repeat return the same job. (Served
+    by :class:`SubmitFast` in front of the app; this route declares it, and serves it
+    in an app without that path.)"""
+    status, body = await submit_job(_gateway(request), await request.body(),
+                                    client=client_of(request.scope), key=idempotency_key)
+    return JSONResponse(body, status_code=status)
+
+
+class SubmitFast:
+    """``POST /v1/jobs``, the one request a busy client sends by the thousand, served
+    before the framework's routing, dependency solving and telemetry (which cost twice
+    what the submission itself does); every other request goes on to the app. Same
+    core (:func:`submit_job`), same answers and errors as the route."""
+
+    def __init__(self, app: ASGIApp, *, gateway: Gateway, route: Any) -> None:
+        self.app, self.gateway, self.route = app, gateway, route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or \
+                scope["path"] != "/v1/jobs":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route  # what the request metrics are labelled by
+        raw = await _read_body(receive)
+        key = Headers(scope=scope).get("idempotency-key")
+        try:
+            status, body = await submit_job(self.gateway, raw, client=client_of(scope),
+                                            key=key)
+        except RequestValidationError as exc:
+            status, body = 422, invalid_body(exc)
+        except ERROR_KINDS as exc:
+            status, body = error_answer(exc)
+        await send_json(send, status, body)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(404))
 async def get_job(job_id: str, request: Request) -> Any:
     """The job's status for the whole root, and its ended records."""
     return (await _gateway(request).jobs.get(job_id)).to_json()
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=JobView)
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobView,
+             responses=_errors(404, 409))
 async def cancel_job(job_id: str, request: Request) -> Any:
     """Cancel a job that waits for a person (its waiting pieces are rejected)."""
     gateway = _gateway(request)
@@ -98,9 +193,11 @@ async def cancel_job(job_id: str, request: Request) -> Any:
 
 
 @router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}}, **_errors(404, 422)})
 async def job_events(job_id: str, request: Request,
-                     last_event_id: Annotated[str | None, Header()] = None) -> Any:
+                     last_event_id: Annotated[str | None, Header(
+                         alias="Last-Event-ID",
+                         description="resume after this event's id")] = None) -> Any:
     """Server-Sent Events: ``hop``, ``piece`` and ``status`` events, then ``end``."""
     after = _last_event_id(last_event_id)
     gateway = _gateway(request)
@@ -124,12 +221,14 @@ def _last_event_id(value: str | None) -> int:
     return int(value)
 
 
-@router.get("/healthz")
-async def healthz(request: Request) -> dict[str, str]:
-    """Liveness: the gateway answers (no credentials)."""
+@router.get("/healthz", responses={503: {"description": "the gateway is stopping"}})
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness and readiness (no credentials): ``503`` once the gateway is stopping, so
+    that a load balancer sends new clients elsewhere while open streams finish."""
     gateway = _gateway(request)
-    return {"status": "stopping" if gateway.stopping.is_set() else "ok",
-            "mesh": gateway.name}
+    stopping = gateway.stopping.is_set()
+    return JSONResponse({"status": "stopping" if stopping else "ok", "mesh": gateway.name},
+                        status_code=503 if stopping else 200)
 
 
 @router.get("/metrics", response_class=Response)
@@ -153,30 +252,47 @@ def _field(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+#: What each error of the core answers, and the field it names.
+ERRORS: tuple[tuple[type[Exception], int, str | None], ...] = (
+    (UnknownActorError, 422, "route"), (MessageTooLarge, 413, "payload"),
+    (JobNotFound, 404, "id"), (JobConflict, 409, None), (TransportError, 503, None))
+ERROR_KINDS = tuple(kind for kind, _, _ in ERRORS)
+
+
+def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and JSON of ``exc``, one of :data:`ERRORS`."""
+    status, field = next((s, f) for k, s, f in ERRORS if isinstance(exc, k))
+    if isinstance(exc, JobConflict) and "Idempotency-Key" in str(exc):
+        field = "Idempotency-Key"
+    return status, error_body(status, str(exc), field)
+
+
+def invalid_body(exc: RequestValidationError) -> dict[str, Any]:
+    """The ``422`` JSON of a validation error: its first field, and how many more."""
+    errors = list(exc.errors())
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _field(first.get("loc", ()))
+    message = f"{field}: {first.get('msg', 'invalid')}" + (
+        f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+    return error_body(422, message, field)
+
+
 def install_errors(app: FastAPI) -> None:
     """Every error as JSON naming the field."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        field = _field(first.get("loc", ()))
-        message = f"{field}: {first.get('msg', 'invalid')}" + (
-            f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-        return JSONResponse(error_body(422, message, field), status_code=422)
+        return JSONResponse(invalid_body(exc), status_code=422)
 
-    for kind, status, field in ((UnknownActorError, 422, "route"),
-                                (MessageTooLarge, 413, "payload"),
-                                (JobNotFound, 404, "id"), (JobConflict, 409, None),
-                                (TransportError, 503, None)):
-        app.add_exception_handler(kind, _handler(status, field))
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # unknown paths and methods: the same JSON as every other error
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)),
+                            status_code=exc.status_code, headers=exc.headers)
 
+    async def known(_: Request, exc: Exception) -> JSONResponse:
+        status, body = error_answer(exc)
+        return JSONResponse(body, status_code=status)
 
-def _handler(status: int, field: str | None) -> Any:
-    async def handle(_: Request, exc: Exception) -> JSONResponse:
-        named = field
-        if isinstance(exc, JobConflict) and "Idempotency-Key" in str(exc):
-            named = "Idempotency-Key"
-        return JSONResponse(error_body(status, str(exc), named), status_code=status)
-
-    return handle
+    for kind in ERROR_KINDS:
+        app.add_exception_handler(kind, known)

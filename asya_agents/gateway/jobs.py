@@ -186,10 +186,14 @@ class Jobs:
     async def get(self, job_id: str) -> Job:
         """The job's status and ended records; :class:`JobNotFound` if no job has
         ``job_id`` (none submitted here, none ended, none hopped)."""
-        records = await asyncio.to_thread(self.results.pieces, job_id)
-        row = await asyncio.to_thread(self.table.get, job_id)
-        started = bool(records) or bool(await asyncio.to_thread(self.events.started,
-                                                                [job_id]))
+        # one trip to a thread for the three reads: a stream reads a job on every
+        # change, and each trip costs more than the reads themselves
+        return await asyncio.to_thread(self._read, job_id)
+
+    def _read(self, job_id: str) -> Job:
+        records = self.results.pieces(job_id)
+        row = self.table.get(job_id)
+        started = bool(records) or bool(self.events.started([job_id]))
         if not records and row is None and not started:
             raise JobNotFound(f"no job {job_id!r} in mesh {self.ctx.name}")
         cancelled = row is not None and row.cancelled_at is not None

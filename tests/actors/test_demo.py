@@ -31,7 +31,8 @@ NO_KEY = Settings(llm=LLMSettings(api_key=None))
 @pytest.mark.slow
 def test_the_demo_accepts_loops_and_leaves_photos_for_review(tmp_path: Path) -> None:
     lines: list[str] = []
-    rows = {r.name: r for r in run_demo(out=tmp_path, settings=NO_KEY, echo=lines.append)}
+    rows = {r.name: r for r in run_demo(out=tmp_path, settings=NO_KEY, candidates=1,
+                                        echo=lines.append)}
     # the fixable photos are accepted and land in accepted/
     for name in ("coffee", "coffee-dark", "coffee-cold", "coffee-flat"):
         assert rows[name].outcome == "accepted", (name, rows[name].reasons)
@@ -64,7 +65,7 @@ def test_with_a_key_the_demo_asks_the_llm(tmp_path: Path) -> None:
         settings = Settings(llm=LLMSettings(api_key="test-key", model="openai/fake",
                                             api_base=llm.base_url))
         [row] = run_demo(out=tmp_path / "out", photos=photos, settings=settings,
-                         echo=lambda line: None)
+                         candidates=1, echo=lambda line: None)
         assert len(llm.requests) == 1
     assert (row.name, row.outcome, row.score) == ("espresso", "accepted", 0.9)
 

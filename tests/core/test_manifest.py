@@ -177,7 +177,7 @@ def test_storage_composes_the_mesh_the_settings_and_the_actor(tmp_path: Path) ->
     actor = loaded.storage_policy("judge", settings, tmp_path / "state")
     whole = loaded.storage_policy(None, settings, tmp_path / "state")
     # Then the actor gets the settings', the mesh's defaults, mesh.yaml's and its own
-    assert actor.roots == (tmp_path / "extra", mesh / "data", tmp_path / "state",
+    assert actor.roots == (tmp_path / "extra", mesh / "data", tmp_path / "state" / "output",
                            mesh / "photos", Path("/srv/judge"))
     assert actor.buckets == {"shared", "in", "scores"} and actor.max_bytes == 9
     # and the mesh as a whole (the console) all but the actor's own

@@ -54,6 +54,11 @@ class Served:
     proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def log(self) -> Path:
+        """Where the gateway's stdout and stderr go (every start appends)."""
+        return self.mesh.state_dir / f"gateway-{self.port}.log"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -68,13 +73,14 @@ class Served:
         args = [sys.executable, "-m", "asya_agents", "gateway", str(self.folder), "--port",
                 str(self.port), "--state-dir", str(self.mesh.state_dir),
                 "--transport", self.mesh.ctx.kind]
-        self.proc = subprocess.Popen(args, env=self.env, cwd=ROOT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its log goes to a file (a pipe nobody reads would block a chatty gateway)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=self.env, cwd=ROOT,
+                                         stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited: {self.proc.stderr.read().decode()}"
-                                   if self.proc.stderr else "the gateway exited")
+                raise RuntimeError(f"the gateway exited: {self.log.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
@@ -92,8 +98,6 @@ class Served:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
 
     def wait_ended(self, ids: list[str], timeout: float = 60) -> None:
         self.mesh.join(ids, timeout=timeout)

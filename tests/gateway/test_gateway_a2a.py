@@ -87,6 +87,27 @@ def test_a_text_message_is_the_payload_text_and_a_resent_message_the_same_job(
     assert len(served.mesh.children(first)) == 1
 
 
+def test_a_message_id_and_an_http_idempotency_key_of_the_same_text_are_two_jobs(
+        served: Served) -> None:
+    # Given an HTTP job submitted with the Idempotency-Key "order-17" (docs/gateway.md)
+    key = f"order-{uuid.uuid4().hex[:6]}"
+    with served.client() as api:
+        http_job = api.post("/v1/jobs", json={"payload": {"text": "Via HTTP."}},
+                            headers={"Idempotency-Key": key}).json()["id"]
+    # When the same client sends an A2A message whose id is that key
+    request = _message(data={"text": "Via A2A."})
+    request.message.message_id = key
+
+    async def work(client: Any) -> pb.Task:
+        [reply] = await _send(client, request)
+        return reply.task
+
+    task = asyncio.run(_agent(served, work))
+    # Then the message is a job of its own, not a conflict with the HTTP one
+    assert task.status.state == pb.TASK_STATE_COMPLETED and task.id != http_job
+    served.wait_ended([http_job])
+
+
 def test_streaming_sends_a_status_update_per_hop_then_the_result(served: Served) -> None:
     async def work(client: Any) -> list[pb.StreamResponse]:
         return await _send(client, _message(data={"text": "A. B."}))

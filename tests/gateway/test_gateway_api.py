@@ -4,6 +4,8 @@ and bad input gets a JSON error naming the field."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 
 from tests.gateway.conftest import Served
@@ -117,3 +119,63 @@ def test_metrics_count_the_requests_and_the_jobs(served: Served, api: httpx.Clie
         in text
     assert 'asya_gateway_jobs_submitted_total{client="tester",mesh="desk",protocol="http"}' \
         in text
+
+
+def test_a_body_sent_as_curl_d_sends_it_is_read_as_json(served: Served) -> None:
+    # Given a body posted the way `curl -d` posts it (Content-Type: a form)
+    form = {**served.headers, "Content-Type": "application/x-www-form-urlencoded"}
+    answer = httpx.post(served.url + "/v1/jobs", headers=form,
+                        content=b'{"payload": {"text": "hi"}, "route": ["shout"]}')
+    # Then it is a job all the same
+    assert answer.status_code == 201, answer.text
+    served.wait_ended([answer.json()["id"]])
+    # and a body that is no JSON at all is refused naming the body
+    broken = httpx.post(served.url + "/v1/jobs", headers=form, content=b'{"payload": ')
+    assert broken.status_code == 422
+    assert broken.json()["error"]["field"] == "body"
+    assert "Invalid JSON" in broken.json()["error"]["message"]
+
+
+def test_headers_are_named_as_sent_and_unknown_paths_get_the_same_json(
+        served: Served, api: httpx.Client) -> None:
+    long_key = api.post("/v1/jobs", json={"payload": {}},
+                        headers={"Idempotency-Key": "k" * 201})
+    assert long_key.status_code == 422
+    assert long_key.json()["error"]["field"] == "Idempotency-Key"
+    for method, path, status in (("GET", "/v1/nothing", 404), ("DELETE", "/v1/jobs", 405)):
+        answer = api.request(method, path)
+        assert answer.status_code == status
+        assert answer.json()["error"]["status"] == status, answer.text
+
+
+def test_the_openapi_document_describes_the_body_the_errors_and_the_key(
+        served: Served) -> None:
+    doc = httpx.get(served.url + "/openapi.json").json()
+    submit = doc["paths"]["/v1/jobs"]["post"]
+    body = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["payload"] and body["additionalProperties"] is False
+    # the errors answer the gateway's JSON, not FastAPI's default
+    error = {"$ref": "#/components/schemas/ErrorAnswer"}
+    for code in ("401", "409", "413", "422"):
+        assert submit["responses"][code]["content"]["application/json"]["schema"] == error
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    assert submit["security"] == [{"bearer": []}]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+def test_a_chunked_body_past_the_limit_is_refused_while_it_streams(
+        served: Served, api: httpx.Client) -> None:
+    # Given a body with no Content-Length (chunked), far past the limit
+    def chunks() -> Iterator[bytes]:
+        yield b'{"payload": {"blob": "'
+        for _ in range(64):
+            yield b"x" * 65536
+        yield b'"}}'
+
+    # When it is posted
+    answer = api.post("/v1/jobs", content=chunks())
+    # Then it is refused naming the payload
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["field"] == "payload"
+    assert "over the gateway's limit" in answer.json()["error"]["message"]

@@ -112,3 +112,55 @@ def test_up_with_gateway_serves_the_mesh_and_stops_with_it(tmp_path: Path) -> No
     assert code == 0
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/healthz", timeout=1)
+
+
+def test_no_key_or_hash_reaches_the_log_even_at_debug(tmp_path: Path) -> None:
+    import asyncio
+
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    from tests.gateway.conftest import serving
+
+    wrong = "wrong-key-but-long-enough-0123456789"
+    # Given a gateway logging everything
+    with serving("embedded", tmp_path, ASYA_LOG_LEVEL="DEBUG") as served:
+        hashes = [entry.split("$")[-1]
+                  for entry in served.env["ASYA_GATEWAY_KEYS"].split(",")]
+        # When clients call it with the right key and a wrong one, over HTTP and MCP
+        with served.client() as api:
+            job = api.post("/v1/jobs", json={"payload": {"text": "Log. Me."}}).json()["id"]
+            read_stream(api, job)
+        assert httpx.get(served.url + "/v1/jobs/" + job,
+                         headers={"Authorization": f"Bearer {wrong}"}).status_code == 401
+
+        async def call() -> None:
+            async with create_mcp_http_client(headers=served.headers) as http, \
+                    Client(streamable_http_client(served.url + "/mcp",
+                                                  http_client=http)) as mcp:
+                await mcp.call_tool("desk", {"text": "Tool."})
+
+        asyncio.run(call())
+        served.stop()
+        log = served.log.read_text()
+    # Then the log has plenty of lines, and none holds a key or a hash
+    assert "mcp" in log and log.count("\n") > 10
+    for secret in (KEY, wrong, *hashes):
+        assert secret not in log
+
+
+def test_healthz_says_stopping_with_503_once_the_gateway_stops(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from asya_agents.context import MeshContext
+    from asya_agents.gateway.app import create_app
+    from asya_agents.gateway.service import Gateway
+
+    gateway = Gateway(MeshContext.open(MESH, state_dir=tmp_path), keys=None)
+    with TestClient(create_app(gateway)) as client:
+        assert client.get("/healthz").status_code == 200
+        # When SIGTERM begins the stop, a load balancer's probe sends clients elsewhere
+        gateway.begin_stop()
+        answer = client.get("/healthz")
+        assert answer.status_code == 503 and answer.json()["status"] == "stopping"

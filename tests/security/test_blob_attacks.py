@@ -43,7 +43,12 @@ Each attack, and what it gets (after ``refused:``, unless said otherwise):
   record, reason ``blob-refused``, attempt 1, no retry; a refused photo in a batch fails
   alone and its batch-mates succeed;
 - through the review console (``/etc/passwd``, ``/dev/zero``, a file past 25 MiB):
-  refused, nothing shown.
+  refused, nothing shown;
+- the mesh's own state folder (``queues.db``, ``results.db``, ``review.db``, the
+  console's secret), even where a root holds it (the demo's folder does): "inside the
+  mesh's state folder"; for reads (the console, enhance) and writes (upload), and
+  through a mesh one ``error-end`` record with reason ``blob-refused``; only its
+  ``output/`` folder, a root of its own, is open.
 """
 
 from __future__ import annotations
@@ -433,9 +438,9 @@ def test_the_console_reads_only_within_the_mesh_policy(root: Path, tmp_path: Pat
     ctx = MeshContext.open(loaded, state_dir=tmp_path / "state",
                            settings=Settings(s3=BlobSettings(roots=(), buckets=())))
     storage = ctx.storage()
-    # (the mesh's data/ and state folders, then mesh.yaml's roots)
+    # (the mesh's data/ folder and its state's output/, then mesh.yaml's roots)
     assert storage.roots == ((loaded.path / "data").resolve(),
-                             (tmp_path / "state").resolve(), root)
+                             (tmp_path / "state" / "output").resolve(), root)
     # Then a photo in ROOT shows, and what a payload points at elsewhere is refused
     assert read_image((root / "cat.png").as_uri(), storage=storage)[:4] == b"\x89PNG"
     for url in ["/etc/passwd", "file:///dev/zero", f"{root}/../outside/secret.txt"]:
@@ -446,3 +451,74 @@ def test_the_console_reads_only_within_the_mesh_policy(root: Path, tmp_path: Pat
     refused(lambda: read_image(str(root / "huge.png"), storage=storage),
             str(root / "huge.png"), f"over the limit of {MAX_IMAGE_BYTES} bytes")
     ctx.close()
+
+
+# -- the mesh's own state folder ------------------------------------------------------------
+
+STATE_RULE = "inside the mesh's state folder"
+
+
+def test_the_state_folders_databases_are_refused_even_inside_a_root(tmp_path: Path) -> None:
+    from ui.images import read_image
+
+    # Given a mesh whose state folder lies inside one of its roots, as the demo's does
+    loaded = load_mesh(REPO / "tests" / "ui" / "review_mesh")
+    loaded.mesh.spec.storage.roots.append(str(tmp_path))
+    state = tmp_path / "state"
+    ctx = MeshContext.open(loaded, state_dir=state,
+                           settings=Settings(s3=BlobSettings(roots=(), buckets=())))
+    ctx.results().close()  # the databases exist, as on a running mesh
+    ctx.reviews().close()
+    storage = ctx.storage()
+    (state / "output").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(state / "output" / "kept.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "beside.png")
+    # Then the console shows the photos in the root and in the state's output/ folder
+    assert read_image(str(tmp_path / "beside.png"), storage=storage)[:4] == b"\x89PNG"
+    assert read_image(str(state / "output" / "kept.png"), storage=storage)[:4] == b"\x89PNG"
+    # and refuses the state's databases, however they are named
+    named = [str(state / "results.db"), (state / "review.db").as_uri(),
+             f"{tmp_path}/photos/../state/queues.db", str(state / "console-secret"),
+             str(state / "output" / ".." / "results.db"), str(state)]
+    assert (state / "results.db").is_file() and (state / "review.db").is_file()
+    for url in named:
+        refused(lambda u=url: read_image(u, storage=storage), url, STATE_RULE)
+    # and no write lands there either
+    refused(lambda: blob.write_bytes(str(state / "queues.db"), b"x", policy=storage),
+            str(state / "queues.db"), STATE_RULE)
+    ctx.close()
+
+
+def test_a_root_equal_to_the_state_folder_opens_nothing_in_it(tmp_path: Path) -> None:
+    from asya_agents.storage import mesh_policy
+
+    state = tmp_path / "state"
+    policy = mesh_policy(BlobSettings(roots=(state,)), folder=tmp_path / "mesh",
+                         state_dir=state, specs=[])
+    (state / "output").mkdir(parents=True)
+    (state / "queues.db").write_bytes(b"SQLite format 3\x00")
+    refused(read(policy, str(state / "queues.db")), str(state / "queues.db"), STATE_RULE)
+    (state / "output" / "a.txt").write_text("fine")
+    assert blob.read_bytes(str(state / "output" / "a.txt"), policy=policy) == b"fine"
+
+
+@pytest.mark.parametrize(("key", "route"), [("image_url", None),
+                                            ("enhanced_url", ["upload"])])
+def test_a_payload_naming_the_state_databases_ends_in_error_end(
+        key: str, route: list[str] | None, tmp_path: Path) -> None:
+    # Given the food-image mesh whose root holds its state folder
+    state = tmp_path / "state"
+    with LocalMesh(food_mesh(tmp_path), state_dir=state) as mesh:
+        target = str(state / "queues.db")
+        payload = {"image_url": target} if key == "image_url" else {
+            "image_url": target, "enhanced_url": str(state / "results.db")}
+        # When a payload names its queue or result database
+        env_id = mesh.send(payload, route=route)
+        mesh.join(timeout=60)
+        [record] = mesh.results()
+    # Then it ended once, refused for the state folder, at its first attempt
+    assert record.id == env_id and record.status == "failed"
+    assert record.error is not None and record.error["reason"] == "blob-refused"
+    assert STATE_RULE in record.error["message"]
+    assert record.envelope["meta"]["attempt"] == 1
+    assert not (tmp_path / "accepted").exists()
