@@ -226,23 +226,25 @@ def review_hash_password(name: str | None) -> None:
 @click.option("--mesh", "mesh_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), default=None, help="The food-image mesh folder [mesh/food-image]")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up after SECONDS")
-@click.option("--serve/--no-serve", default=True, show_default=True,
+@click.option("--serve/--no-serve", default=None,
               help="When photos wait for review, keep the mesh serving until Ctrl-C, so "
-                   "that approved photos go on to accepted/")
+                   "that approved photos go on to accepted/ [on a terminal: serve; "
+                   "otherwise print the command that serves]")
 @click.option("--candidates", default=3, show_default=True, type=click.IntRange(1, 16),
               help="Best-of-N: enhance N candidates of each photo, judge each, keep the "
                    "best (1: the single route enhance -> judge -> upload)")
 @click.option("--serve-only", is_flag=True,
               help="Send nothing: serve the mesh of an earlier run in --out until Ctrl-C")
-def demo(photos: Path | None, out: Path, mesh_dir: Path | None, timeout: float, serve: bool,
-         candidates: int, serve_only: bool) -> None:
+def demo(photos: Path | None, out: Path, mesh_dir: Path | None, timeout: float,
+         serve: bool | None, candidates: int, serve_only: bool) -> None:
     """The food-image pipeline end to end on this machine: no broker, no GPU, no key.
 
     Each photo is enhanced as N candidates, each judged, the best kept (--candidates 1:
     enhance -> judge -> upload); the judge accepts it, loops back with stronger
     settings, or leaves it for review. Prints the verdicts and the path of
     a before/after report, then, while photos wait for review, keeps the mesh serving
-    (and prints the review console's command) until Ctrl-C. With ASYA_LLM_API_KEY or
+    (and prints the review console's command) until Ctrl-C; run from a script (no
+    terminal), it prints the command that serves instead. With ASYA_LLM_API_KEY or
     OPENAI_API_KEY set, an LLM judges.
     """
     import importlib.util
@@ -258,5 +260,7 @@ def demo(photos: Path | None, out: Path, mesh_dir: Path | None, timeout: float, 
     if serve_only:
         module.serve_demo(out=out, mesh=mesh_dir, echo=click.echo)
         return
+    if serve is None:  # a person at a terminal can review; a script must not hang
+        serve = sys.stdin.isatty()
     module.run_demo(out=out, photos=photos, mesh=mesh_dir, timeout=timeout, serve=serve,
                     candidates=candidates, echo=click.echo)

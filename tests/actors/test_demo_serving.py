@@ -118,7 +118,7 @@ def outcome_in_report(page: str, name: str) -> str:
 def test_a_photo_approved_while_the_demo_serves_lands_in_accepted(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     # Given the demo in its own process, done with its batch and serving its mesh
-    with demo_process("--out", str(out), umask=0o027) as (proc, output):
+    with demo_process("--out", str(out), "--serve", umask=0o027) as (proc, output):
         console_line = output.wait_for(r"^\s+ASYA_BLOB_ROOTS=\S+ asya review ", timeout=300)
         output.wait_for(r"^serving the mesh until Ctrl-C", timeout=30)
         # When a reviewer approves a waiting photo in the console
