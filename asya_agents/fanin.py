@@ -60,7 +60,7 @@ from asya_agents.hop import delivery_limit_error, error_info
 from asya_agents.seams import Clock, Decision, HopSpan, reason_of
 from asya_agents.stores.groups import GroupRow, GroupStore, Member
 from asya_agents.transports.base import Delivery, Outgoing, Transport
-from asya_agents.worker import RuntimeConfig, Worker
+from asya_agents.worker import RuntimeConfig, Worker, _Job
 
 __all__ = ["OUTCOMES", "RETENTION", "GatherWorker"]
 
@@ -100,19 +100,8 @@ class GatherWorker(Worker):
 
     # -- a child arrives -----------------------------------------------------------------
 
-    async def process(self, delivery: Delivery) -> None:
-        envelope = self._decode(delivery)
-        if envelope is None:
-            await self._poison(delivery)
-            return
-        self.cfg.observer.received(self.cfg.actor, envelope)
-        job = self._job(delivery, envelope)
-        self.holding[id(delivery)] = (delivery, self.clock.monotonic())
-        try:
-            await self._take(job.delivery, job.envelope, job.started, job.span)
-        finally:
-            self.holding.pop(id(delivery), None)
-            job.span.end()
+    async def _handle(self, job: _Job) -> None:
+        await self._take(job.delivery, job.envelope, job.started, job.span)
 
     async def process_batch(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:  # a gather never batches (the manifest refuses it)

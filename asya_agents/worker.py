@@ -166,27 +166,32 @@ class Worker:
         job = self._job(delivery, envelope)
         self.holding[id(delivery)] = (delivery, self.clock.monotonic())
         try:
-            if self._over_limit(delivery):
-                await self._refuse(job)
-                return
-            if self.terminal is not None:
-                await self._finish_terminal(job)
-                return
-            try:
-                self._check_addressed(envelope)
-                result = await self._call(envelope.payload if self.cfg.mode == "payload"
-                                          else envelope.to_dict(), stream=True)
-                if result.stream is not None:
-                    await self._stream(job, result.stream)
-                    return
-                outgoing = self._route(job, result)
-            except Exception as exc:
-                await self._fail(job, exc)
-                return
-            await self._publish(outgoing, job)
+            await self._handle(job)
         finally:
             self.holding.pop(id(delivery), None)
             job.span.end()
+
+    async def _handle(self, job: _Job) -> None:
+        """One decoded delivery, held while this runs: the handler, then where its
+        result goes (a gather overrides this)."""
+        if self._over_limit(job.delivery):
+            await self._refuse(job)
+            return
+        if self.terminal is not None:
+            await self._finish_terminal(job)
+            return
+        try:
+            self._check_addressed(job.envelope)
+            result = await self._call(job.envelope.payload if self.cfg.mode == "payload"
+                                      else job.envelope.to_dict(), stream=True)
+            if result.stream is not None:
+                await self._stream(job, result.stream)
+                return
+            outgoing = self._route(job, result)
+        except Exception as exc:
+            await self._fail(job, exc)
+            return
+        await self._publish(outgoing, job)
 
     async def process_batch(self, deliveries: list[Delivery]) -> None:
         jobs: list[_Job] = []
