@@ -168,6 +168,10 @@ class FakeLLMProvider:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle's algorithm on, the
+            # body waits for the client's delayed ACK of the headers (40 ms), and a
+            # 429 that a provider answers at once would arrive late.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

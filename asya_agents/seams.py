@@ -95,8 +95,9 @@ class Admission:
     async def release(self, unused: int) -> None:
         """Give back what :meth:`acquire` granted but the queue had no message for."""
 
-    def outcome(self, exc: BaseException | None) -> None:
-        """Told after each hop: ``None`` on success, else the error."""
+    def outcome(self, exc: BaseException | None, started: float | None = None) -> None:
+        """Told after each hop: ``None`` on success, else the error; ``started``: when
+        the handler was called for it (``None``: not known)."""
 
     async def close(self) -> None:
         """Release what it holds (a rate-limit store connection) once the loop ends."""

@@ -395,7 +395,7 @@ class Worker:
                                                      reason=reason_of(exc)))
 
     async def _fail(self, job: _Job, exc: BaseException) -> None:
-        self.cfg.admission.outcome(exc)
+        self.cfg.admission.outcome(exc, job.started)
         decision = self.cfg.failure.decide(job.envelope, exc, actor=self.cfg.actor)
         await self._route_failure(job, exc, decision)
 

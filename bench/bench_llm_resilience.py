@@ -74,10 +74,15 @@ def _ask(litellm: Any, api_base: str, n: int) -> dict[str, Any]:
 
 
 class Judge:
-    """The actor's handler (``bench_llm_resilience.Judge.judge``): one call, no retries."""
+    """The actor's handler (``bench_llm_resilience.Judge.judge``): one call, no retries.
+    It loads litellm as the project's LLM actors do (``actors.llm.client``: offline
+    mode, and one error raised at startup so that litellm has built its error types
+    before the first 429 comes)."""
 
     def __init__(self) -> None:
-        self.litellm = _litellm()
+        from actors.llm.client import load_litellm
+
+        self.litellm = load_litellm()
         self.api_base = os.environ[_API_BASE]
 
     def judge(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +96,7 @@ def _write_mesh(folder: Path, rate_limit: float | None, replicas: int | None = N
     folder.mkdir(parents=True)
     (folder / "mesh.yaml").write_text(
         "apiVersion: asya.sh/v1alpha1\nkind: Mesh\nmetadata: {name: llm-bench}\n"
-        f"spec:\n  route: [judge]\n  pythonPath: ['{HERE}']\n"
+        f"spec:\n  route: [judge]\n  pythonPath: ['{HERE}', '{ROOT}']\n"
         f"  flavorPaths: ['{ROOT / 'mesh' / 'flavors'}']\n")
     # A burst of 0.1 s of calls: below the provider's own (0.2 s), enough that a replica
     # waking a few ms late does not waste the actor's tokens.

@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import re
+import socket
 import threading
 import weakref
 from collections.abc import Callable
@@ -61,7 +62,34 @@ def load_litellm() -> Any:
                 f"LLM actors need litellm: pip install 'asya-agents[judge]' ({exc})"
             ) from exc
         litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
+        global _WARM
+        if not _WARM:
+            _warm_errors(litellm)
+            _WARM = True
     return litellm
+
+
+_WARM = False
+
+
+def _warm_errors(litellm: Any) -> None:
+    """Raise one error through litellm, now, at startup.
+
+    litellm builds its error types on the first error a process meets (imports and
+    pydantic models: 0.3-0.7 s of one core). Met at the first 429, that time passes
+    before the replica hears of it, while its other calls go on at a pace the provider
+    just refused: the first 429 of each new replica would bring a handful more. So the
+    error is met here, against a local port that refuses connections (a socket bound
+    and not listening), and the first real 429 is raised in milliseconds."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        try:
+            litellm.completion(model="openai/warm-up", api_base=f"http://127.0.0.1:{port}/v1",
+                               api_key="x", num_retries=0, max_retries=0, timeout=5,
+                               messages=[{"role": "user", "content": "warm up"}])
+        except Exception:  # the point: litellm mapped a connection error
+            return
 
 
 def import_path(path: str, *, key: str) -> Any:

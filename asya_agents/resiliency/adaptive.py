@@ -49,28 +49,48 @@ from asya_agents.resiliency.spec import AdaptiveConcurrencySpec
 
 __all__ = ["AdaptiveLimit", "PaceState", "tick_of"]
 
-#: Seconds of successes the served rate is measured over.
+#: Seconds of calls the granted rate is measured over.
 _PACE_WINDOW = 2.0
 #: Concurrency a replica starts with (slow start), unless the actor allows less.
 _SLOW_START = 2
-#: How fast a pace grows from a guess (share of itself per second).
-_PROBE_GROWTH = 0.05
+#: The pace an actor starts at, before any pushback (calls a second): what it sends in
+#: its first tenths of a second is spread out, not fired at once by every replica.
+_START_PACE = 10.0
+#: How fast the starting pace grows while it holds a backlog back (share of itself per
+#: second): doubling in about a third of a second, as a slow start's window per answer.
+_START_GROWTH = 2.0
+#: Seconds over which the starting pace's climb is measured when the first 429 ends it.
+_START_WINDOW = 1.0
+#: How fast a pace grows from a guess (a measure over less than a window).
+_PROBE_GROWTH = 0.25
 #: Seconds in which a pace under its ceiling closes most of the gap to it.
-_APPROACH = 2.0
+_APPROACH = 1.0
 #: The fastest a pace grows above its ceiling: doubling a second.
 _MAX_GROWTH = 1.0
 #: The slowest pace: one call every ten seconds still finds out when the limit lifts.
 _MIN_PACE = 0.1
 #: Seconds of calls a pace lets through at once.
 _PACE_BURST = 0.1
-#: Resolution of the served rate's measure, in seconds.
+#: Resolution of the granted rate's measure, in seconds.
 _TICK = 0.1
 #: A pace that refused a take this recently holds a backlog back: successes grow it.
 _BOUND_FOR = 1.0
+#: A pace this many times what went out over the last second is not what holds the
+#: calls back, and does not grow: it would let a burst through once what does lets go.
+_UNUSED = 1.5
+#: Seconds between two 429s over which the calls granted measure the provider's rate.
+_BETWEEN = (1.0, 30.0)
+#: A pace this much above the measure between two 429s says the measure is short.
+_SLACK = 0.1
+#: A 429 whose call went out longer ago than this is timed when it is heard of.
+_STALE = 60.0
+#: A measure between two 429s this far under the last window's is not one (the actor
+#: asked for less than the limit meanwhile, the provider's bucket filled and overflowed).
+_BETWEEN_FLOOR = 0.8
 
 
 def tick_of(now: float) -> float:
-    """The start of the tick of the served rate's measure that ``now`` falls in."""
+    """The start of the tick of the granted rate's measure that ``now`` falls in."""
     return round(math.floor(now / _TICK) * _TICK, 3)
 
 
@@ -78,18 +98,33 @@ def tick_of(now: float) -> float:
 class PaceState:
     """What an actor (or one replica) knows of the provider's rate: the pace, the
     ceiling it came from and the pace's own token bucket. Plain data, so that
-    :mod:`.shared` can keep it in a store and apply the very same rules there."""
+    :mod:`.shared` can keep it in a store and apply the very same rules there.
+
+    What the provider granted is counted when it granted it: a call is counted when it
+    goes out (the replica received a message for a call the pace allowed) and uncounted
+    when it is answered 429 (a provider refuses at once, before any work). Counting
+    answers instead would lag by a call's latency (seconds for an LLM): a pace measured
+    while it climbed would be the rate of a second ago."""
 
     pace: float | None = None
     ceiling: float | None = None
     probing: bool = True
     cut_at: float | None = None
-    first: float | None = None
-    #: Successes per tenth of a second, ``[start, count]``, over the last window.
-    served: list[list[float]] = field(default_factory=list)
+    #: Calls granted per tenth of a second, ``[start, count]``, over the last window.
+    sent: list[list[float]] = field(default_factory=list)
     tokens: float = 1.0
     stamp: float = 0.0
     bound_at: float | None = None
+    #: Calls that went out, net of 429s, ever: what a 429's mark is read against.
+    total: float = 0.0
+    #: The last 429's ``[time the call went out, total then]``: the provider had
+    #: nothing left at that moment.
+    empty: list[float] | None = None
+    #: Seconds of ``sent`` kept: the window a cut measures over.
+    keep: float = _PACE_WINDOW
+    #: The last cut's measure between two 429s, ``[from, until, calls granted, the pace
+    #: then]``.
+    between: list[float] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PaceState:
@@ -99,32 +134,72 @@ class PaceState:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def succeeded(self, count: int, now: float, spec: AdaptiveConcurrencySpec) -> None:
-        """``count`` calls succeeded just now: count them served and, while the pace
-        holds a backlog back, grow it."""
-        self.merge([[tick_of(now), count]], now, spec)
+    @property
+    def starting(self) -> bool:
+        """Still at the starting pace: no pushback yet."""
+        return self.ceiling is None and self.cut_at is None
 
-    def merge(self, ticks: list[list[float]], now: float,
-              spec: AdaptiveConcurrencySpec) -> None:
-        """Successes counted per tick (``[start, count]``, by a replica since it last
-        told the actor's state): count them served, then grow as :meth:`succeeded`."""
-        count = int(sum(c for _, c in ticks))
-        if count <= 0:
+    # -- what the provider granted ----------------------------------------------------
+
+    def count(self, calls: float, now: float) -> None:
+        """``calls`` went out just now (negative: answered 429)."""
+        if not calls:
             return
-        first = min(t for t, _ in ticks)
-        self.first = first if self.first is None else min(self.first, first)
-        counts = {t: c for t, c in self.served}
-        for tick, n in ticks:
-            counts[tick] = counts.get(tick, 0) + n
-        self.served = [[t, counts[t]] for t in sorted(counts)]
-        self._forget(now, max(_PACE_WINDOW, spec.cooldown))
-        if self.pace is None or self.bound_at is None or now - self.bound_at > _BOUND_FOR:
+        tick = tick_of(now)
+        if self.sent and self.sent[-1][0] == tick:
+            self.sent[-1][1] += calls
+        else:
+            self.sent.append([tick, calls])
+        self.total += calls
+        while self.sent and now - self.sent[0][0] > self.keep + _TICK:
+            self.sent.pop(0)
+
+    def merge(self, ticks: list[list[float]]) -> None:
+        """Calls counted per tick (``[start, count]``) by a replica since it last told
+        the actor's state (its ticks may come before another replica's last one)."""
+        if not ticks:
             return
-        for _ in range(count):  # one small step per success: ``growth`` of itself a second
+        counts = {t: c for t, c in self.sent}
+        for tick, calls in ticks:
+            counts[tick] = counts.get(tick, 0) + calls
+            self.total += calls
+        self.sent = [[t, counts[t]] for t in sorted(counts)]
+
+    def _after(self, moment: float) -> float:
+        """Calls counted in the ticks after the one ``moment`` falls in."""
+        tick = tick_of(moment)
+        return sum(c for t, c in self.sent if t > tick + 1e-6)
+
+    def granted_rate(self, until: float, window: float) -> tuple[float, float]:
+        """``(calls granted a second, seconds measured over)`` over the ``window`` up to
+        ``until``, from its first tick in which calls went out: a replica asks for calls
+        while the queue is empty too, and sends none."""
+        begin = tick_of(until - window) + _TICK  # whole ticks only
+        last = tick_of(until)
+        start = next((t for t, c in self.sent if begin - 1e-6 <= t <= last + 1e-6 and c > 0),
+                     until)
+        span = max(until - start, 0.0)
+        count = sum(c for t, c in self.sent if start - 1e-6 <= t <= last + 1e-6)
+        return (max(count, 0.0) / span if span > 0 else 0.0), span
+
+    # -- growth -----------------------------------------------------------------------
+
+    def succeeded(self, count: int, now: float, spec: AdaptiveConcurrencySpec) -> None:
+        """``count`` calls succeeded just now: while the pace holds a backlog back, each
+        grows it (by ``growth`` of itself a second, at a call per pace)."""
+        if count <= 0 or self.pace is None or self.bound_at is None or \
+                now - self.bound_at > _BOUND_FOR:
+            return
+        rate, span = self.granted_rate(now, _BOUND_FOR)
+        if span >= _BOUND_FOR / 2 and self.pace > _UNUSED * rate:
+            return  # something else holds the calls back (the replicas' concurrency)
+        for _ in range(count):
             self.pace += self._growth(spec)
 
     def _growth(self, spec: AdaptiveConcurrencySpec) -> float:
         assert self.pace is not None
+        if self.starting:
+            return _START_GROWTH
         growth = spec.paceGrowth
         if self.ceiling:
             if self.pace < self.ceiling:
@@ -133,40 +208,77 @@ class PaceState:
                 growth = min(_MAX_GROWTH, growth + self.pace / self.ceiling - 1.0)
         return max(growth, _PROBE_GROWTH) if self.probing else growth
 
-    def _forget(self, now: float, window: float) -> None:
-        while self.served and now - self.served[0][0] > window + _TICK:
-            self.served.pop(0)
+    # -- pushback ---------------------------------------------------------------------
 
-    def served_rate(self, now: float, window: float) -> tuple[float, float]:
-        """``(successes a second, seconds measured over)`` for the last ``window``."""
-        self._forget(now, window)
-        # whole ticks only: from the first inside the window, or from the first answer
-        start = max(tick_of(now - window) + _TICK, self.first if self.first is not None
-                    else now)
-        span = max(now - start, 0.0)
-        count = sum(c for s, c in self.served if s >= start - 1e-6)
-        return (count / span if span > 0 else 0.0), span
+    def cut(self, now: float, spec: AdaptiveConcurrencySpec,
+            sent: float | None = None) -> bool:
+        """A call answered 429, heard of just now; ``sent``: when it went out (``None``:
+        not known, taken as now). Pace at a margin under the rate the provider granted;
+        ``True`` when this was a new cut, not one of the same burst.
 
-    def cut(self, now: float, spec: AdaptiveConcurrencySpec) -> bool:
-        """A pushback: pace at a margin under the rate served (what the provider
-        granted while it was asked for more); ``True`` when this was a new cut, not
-        one of the same burst (``cooldown``)."""
-        if self.cut_at is not None and now - self.cut_at < spec.cooldown:
-            if self.pace is None or self.probing:
-                self._measure(now, spec)  # the pace is still a guess: measure again
-            return False
-        self.cut_at = now
-        self._measure(now, spec)
-        return True
+        A 429 is of the burst the last cut answered when its call went out before that
+        cut (a client library takes its time to raise one: tens of ms, hundreds for the
+        first): it says nothing of the new pace. A call that went out after it, paced
+        by it, and was still refused is news: the pace is still too high. Without the
+        time it went out, 429s within ``cooldown`` of the last cut are of its burst."""
+        at = now if sent is None or not 0.0 <= now - sent <= _STALE else sent
+        self.count(-1, at)
+        if self.cut_at is None:
+            new = True
+        elif sent is not None:
+            new = at > self.cut_at + _TICK
+        else:
+            new = now - self.cut_at >= spec.cooldown
+        mark = self.total - self._after(at)
+        if new:
+            # Between two 429s the provider's bucket went from empty to empty: what it
+            # granted meanwhile is its rate, with no burst in it (a window's measure
+            # counts what the bucket held at the window's start on top).
+            self.between = None
+            if self.empty is not None and _BETWEEN[0] <= at - self.empty[0] <= _BETWEEN[1]:
+                self.between = [self.empty[0], at, mark - self.empty[1], self.pace or 0.0]
+            self._measure(at, spec, ramp=self.starting)
+            self.cut_at = now
+        elif self.between is not None and at <= self.between[1]:
+            # A call of the same burst, sent before the first refused one went out and
+            # counted as granted in that measure: take it off, measure again.
+            self.between[2] -= 1
+            self._measure(self.between[1], spec)
+        elif self.probing:
+            self._measure(at, spec, ramp=True)  # still a guess: each 429 measures again
+        if self.empty is None or at >= self.empty[0]:
+            self.empty = [at, mark]
+        return new
 
-    def _measure(self, now: float, spec: AdaptiveConcurrencySpec) -> None:
-        window = max(_PACE_WINDOW, spec.cooldown)
-        # Early on, measure from the first answer: a high guess is corrected by the next
-        # cut, a low one is grown out of by probing above the ceiling.
-        rate, span = self.served_rate(now, window)
-        # A measure over less than the window is a guess: climb fast from it (probing)
-        # until the next pushback measures again; a full window settles the pace.
-        self.probing = span < window - 2 * _TICK
+    def _measure(self, until: float, spec: AdaptiveConcurrencySpec, *,
+                 ramp: bool = False) -> None:
+        window = self.keep = max(_PACE_WINDOW, spec.cooldown)
+        # The starting pace's climb is measured over its last second: over a whole
+        # window it would be the rate of a second ago, not the provider's.
+        rate, span = self.granted_rate(until, _START_WINDOW if self.starting else window)
+        # A measure over less than the window, or over a climb, is a guess: climb fast
+        # from it (probing) until the next pushback measures again.
+        probing = ramp or span < window - 2 * _TICK
+        if self.between is not None:
+            start, end, calls, pace = self.between
+            since = max(calls, 0.0) / (end - start)
+            if pace > (1 + _SLACK) * since:
+                # Refused at a pace well above what went out between the 429s: the pace
+                # was under the limit for a while meanwhile and the provider's bucket,
+                # full, let what it would have granted overflow. The limit lies between
+                # that measure and the lower of the pace and the window's measure.
+                since = (since + min(pace, rate)) / 2
+            if self.probing:
+                # A climb from a guess: the bucket filled while the pace was under the
+                # limit, and what it let overflow is missing from the measure between
+                # the 429s, which is then under the limit; the window's is over it by
+                # what the bucket held at its start. The pace settles from the higher.
+                rate, probing = max(rate, since), False
+            elif since >= _BETWEEN_FLOOR * rate:
+                rate, probing = since, False
+            else:
+                self.between = None
+        self.probing = probing
         if rate > 0:
             self.ceiling = rate
             self.pace = max(rate * spec.paceMargin, _MIN_PACE)
@@ -175,11 +287,13 @@ class PaceState:
             self.ceiling = self.pace / spec.paceMargin
         self.tokens = min(self.tokens, 1.0)
 
+    # -- the pace's bucket ------------------------------------------------------------
+
     def take(self, want: int, now: float) -> tuple[int, float]:
         """Take up to ``want`` calls from the pace's bucket: ``(granted, 0)`` or ``(0,
-        seconds to wait)``; ``(want, 0)`` while there is no pace."""
+        seconds to wait)``. The first take starts the pace at its starting value."""
         if self.pace is None:
-            return want, 0.0
+            self.pace, self.stamp, self.tokens = _START_PACE, now, 1.0
         burst = max(1.0, self.pace * _PACE_BURST)
         self.tokens = min(burst, self.tokens + max(now - self.stamp, 0.0) * self.pace)
         self.stamp = now
@@ -187,10 +301,12 @@ class PaceState:
         if granted:
             self.tokens -= granted
             return granted, 0.0
-        self.bound_at = now
+        if want:
+            self.bound_at = now
         return 0, (1.0 - self.tokens) / self.pace
 
     def give_back(self, count: int) -> None:
+        """``count`` calls taken but not sent (no message was waiting for them)."""
         if self.pace is not None and count > 0:
             self.tokens = min(max(1.0, self.pace * _PACE_BURST), self.tokens + count)
 
@@ -210,22 +326,37 @@ class AdaptiveLimit:
         self._clock = clock
         self._matches = ErrorMatcher(spec.match)
         self._last_cut: float | None = None
-        #: What happened since :mod:`.shared` last told the actor's store: successes
-        #: per tick (``[start, count]``) and the last 429.
-        self.unsent: list[list[float]] = []
-        self.unsent_cut: float | None = None
+        #: What happened since :mod:`.shared` last told the actor's store: calls sent
+        #: per tick (``[start, count]``), successes and 429s.
+        self.unsent_ok = 0
+        #: When each call answered 429 went out (``None``: not known).
+        self.unsent_refused: list[float | None] = []
+        self.unsent_sent: list[list[float]] = []
         #: The actor's shared pace, as :mod:`.shared` last heard it.
         self.actor_pace: float | None = None
 
     @property
     def pace(self) -> float | None:
-        """Calls per second this replica's own pace allows; ``None`` until a 429."""
+        """Calls per second this replica's own pace allows; ``None`` until it first
+        takes from it (a replica that shares the actor's pace does not)."""
         return self.own.pace
 
     @property
     def current(self) -> int:
         """Messages this replica may hold now."""
         return max(self.spec.minConcurrency, math.floor(self.value))
+
+    def sent(self, count: int) -> None:
+        """``count`` calls went out just now."""
+        if count <= 0:
+            return
+        now = self._clock()
+        self.own.count(count, now)
+        tick = tick_of(now)
+        if self.unsent_sent and self.unsent_sent[-1][0] == tick:
+            self.unsent_sent[-1][1] += count
+        else:
+            self.unsent_sent.append([tick, count])
 
     def pause_for(self, exc: BaseException) -> float:
         """Seconds the provider asked the whole client to wait (0 when it did not)."""
@@ -234,24 +365,21 @@ class AdaptiveLimit:
         asked = retry_after(exc, now=self._clock) or 0.0
         return min(asked, self.spec.pauseOnRetryAfter)
 
-    def record(self, exc: BaseException | None) -> bool:
-        """Adjust to one outcome; ``True`` when this outcome cut the limit."""
+    def record(self, exc: BaseException | None, sent: float | None = None) -> bool:
+        """Adjust to one outcome of a call that went out at ``sent`` (``None``: not
+        known); ``True`` when this outcome cut the limit."""
         now = self._clock()
         if exc is None:
             step = 1.0 if self._slow_start else self.spec.increase / self.value
             self.value = min(float(self.ceiling), self.value + step)
             self.own.succeeded(1, now, self.spec)
-            tick = tick_of(now)
-            if self.unsent and self.unsent[-1][0] == tick:
-                self.unsent[-1][1] += 1
-            else:
-                self.unsent.append([tick, 1])
+            self.unsent_ok += 1
             return False
         if not self._matches(exc):
             return False
         paced = self.own.pace is not None or self.actor_pace is not None
-        self.unsent_cut = now
-        self.own.cut(now, self.spec)
+        self.unsent_refused.append(sent)
+        self.own.cut(now, self.spec, sent)  # uncounts the refused call
         if self._last_cut is not None and now - self._last_cut < self.spec.cooldown:
             return False
         self._last_cut, self._slow_start = now, False

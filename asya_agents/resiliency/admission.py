@@ -160,6 +160,9 @@ class ResilientAdmission(Admission):
         self._marked_until = 0.0
         self._paused_until = 0.0
         self._hits = 0
+        #: Calls granted since the last release, and whether that release sent none.
+        self._granted = 0
+        self._idle = False
 
     def limit(self, concurrency: int) -> int:
         if self.adaptive is not None:
@@ -169,6 +172,11 @@ class ResilientAdmission(Admission):
         return concurrency
 
     async def wait(self, stop: asyncio.Event) -> None:
+        if self.shared is not None and self.adaptive is not None and \
+                self.adaptive.unsent_refused:
+            # A 429 here is news for every replica: tell the actor's pace now, before
+            # pausing for its Retry-After, not at this replica's next take.
+            await self.shared.refresh()
         while self.breaker is not None and not self.breaker.allows() and not stop.is_set():
             await _nap(self.breaker.seconds_to_probe() or _NAP, stop)
             if self.shared is not None:
@@ -180,20 +188,32 @@ class ResilientAdmission(Admission):
         if self.breaker is not None and self.breaker.state == "half-open":
             want, self.breaker.probing = min(want, 1), True
         while want > 0 and not stop.is_set():
-            granted, wait = await self._paced(want)
-            if granted and self.bucket is not None:
-                shared, wait = await self._take_shared(granted)
-                self._give_pace(granted - shared)
-                if not shared:
-                    self._mark()  # the declared limit holds it: more replicas would wait too
-                granted = shared
+            granted, wait = await self.try_acquire(want)
             if granted:
                 return granted
-            self._hits += 1
             await _nap(wait, stop)
         if self.breaker is not None:
             self.breaker.probing = False
         return 0
+
+    async def try_acquire(self, want: int) -> tuple[int, float]:
+        """One try of :meth:`acquire`: ``(granted, 0)`` or ``(0, seconds to wait)``."""
+        if self._idle:
+            # The queue was empty last time: ask for one call, not for every free slot,
+            # so that a backlog arriving does not find each replica holding a handful
+            # granted long ago, sent at once.
+            want = min(want, 1)
+        granted, wait = await self._paced(want)
+        if granted and self.bucket is not None:
+            shared, wait = await self._take_shared(granted)
+            self._give_pace(granted - shared)
+            if not shared:
+                self._mark()  # the declared limit holds it: more replicas would wait too
+            granted = shared
+        if not granted:
+            self._hits += 1
+        self._granted += granted
+        return granted, wait
 
     async def _take_shared(self, want: int) -> tuple[int, float]:
         assert self.bucket is not None
@@ -221,6 +241,10 @@ class ResilientAdmission(Admission):
             self.adaptive.own.give_back(count)
 
     async def release(self, unused: int) -> None:
+        sent, self._granted = max(self._granted - unused, 0), 0
+        self._idle = sent == 0
+        if self.adaptive is not None:
+            self.adaptive.sent(sent)
         if self.breaker is not None and self.breaker.probing and unused > 0:
             self.breaker.probing = False  # the probe found no message: try again later
         self._give_pace(unused)
@@ -228,7 +252,7 @@ class ResilientAdmission(Admission):
             with contextlib.suppress(TransportError):
                 await self.bucket.give_back(unused)
 
-    def outcome(self, exc: BaseException | None) -> None:
+    def outcome(self, exc: BaseException | None, started: float | None = None) -> None:
         if self.breaker is not None:
             before = self.breaker.state
             self.breaker.record(exc)
@@ -244,7 +268,7 @@ class ResilientAdmission(Admission):
         if exc is not None:
             pause = self.adaptive.pause_for(exc)
             self._paused_until = max(self._paused_until, self._clock() + pause)
-        if self.adaptive.record(exc):
+        if self.adaptive.record(exc, started):
             log.info("%s rate-limited: concurrency now %d", self.actor, self.adaptive.current)
             self._mark()
 

@@ -211,9 +211,10 @@ class SharedBrakes:
         adaptive = self.adaptive
         if adaptive is not None:
             pace = PaceState.from_dict(data.get("pace") or {"stamp": now})
-            pace.merge(adaptive.unsent, now, adaptive.spec)
-            if adaptive.unsent_cut is not None:
-                pace.cut(now, adaptive.spec)
+            pace.merge(adaptive.unsent_sent)
+            pace.succeeded(adaptive.unsent_ok, now, adaptive.spec)
+            for sent in adaptive.unsent_refused:
+                pace.cut(now, adaptive.spec, sent)
             pace.give_back(self._unused)
             granted, wait = pace.take(want, now) if want else (0, 0.0)
             data["pace"] = pace.to_dict()
@@ -222,7 +223,7 @@ class SharedBrakes:
             data["breaker"] = self._breaker_change(data.get("breaker") or {})
         # Only now is it told: a change that failed is told again with the next one.
         if adaptive is not None:
-            adaptive.unsent, adaptive.unsent_cut = [], None
+            adaptive.unsent_ok, adaptive.unsent_refused, adaptive.unsent_sent = 0, [], []
         self._unused, self.opened, self.closed = 0, None, None
         return granted, wait
 

@@ -101,18 +101,37 @@ def test_aimd_starts_slow_halves_once_per_cooldown_and_climbs_back(clock: FakeCl
     assert limit.current == 16, "never above the actor's concurrency"
 
 
+def _send(limit: AdaptiveLimit, clock: FakeClock, *, rate: float, seconds: float) -> None:
+    """Calls go out at ``rate`` for ``seconds`` and all succeed."""
+    for _ in range(round(rate * seconds)):
+        clock.advance(1 / rate)
+        limit.sent(1)
+        limit.record(None)
+
+
+def _refused(limit: AdaptiveLimit, clock: FakeClock) -> bool:
+    """One more call goes out and is answered 429 at once."""
+    limit.sent(1)
+    return limit.record(StatusError(429), clock.now)
+
+
 def test_a_cut_paces_the_replica_under_the_rate_it_was_served(clock: FakeClock) -> None:
     spec = AdaptiveConcurrencySpec(cooldown=1.0, paceMargin=0.9, paceGrowth=0.01)
     limit = AdaptiveLimit(spec, ceiling=16, clock=clock)
-    # Given a replica served 10 calls/s for three seconds
-    for _ in range(30):
-        clock.advance(0.1)
-        limit.record(None)
-    assert limit.pace is None, "no pace before any pushback"
-    # When the provider pushes back
-    limit.record(StatusError(429))
-    # Then it paces at 90 % of the 10/s it was served over the last two seconds
-    assert limit.pace == pytest.approx(9.0, rel=0.06)
+    # Given a replica whose calls went out at 10/s for three seconds, all served
+    _send(limit, clock, rate=10, seconds=3)
+    assert limit.pace is None, "no pace of its own before it takes from one"
+    # When the provider pushes back for the first time
+    _refused(limit, clock)
+    # Then it paces at 90 % of the 10/s that went out: a guess (it ends a start)
+    assert limit.pace == pytest.approx(9.0, rel=0.06) and limit.own.probing
+    # When two seconds later, the same rate going out, the provider pushes back again
+    _send(limit, clock, rate=10, seconds=2)
+    _refused(limit, clock)
+    # Then what went out between the two 429s measures the provider's rate: 10/s, no
+    # longer a guess, and the pace sits at 90 % of it
+    assert limit.own.ceiling == pytest.approx(10.0, rel=0.03) and not limit.own.probing
+    assert limit.pace == pytest.approx(9.0, rel=0.03)
     # and, while it holds a backlog back, it climbs back towards the 10/s ceiling,
     # faster than its 1 % a second while far under it
     before = limit.pace
@@ -121,6 +140,28 @@ def test_a_cut_paces_the_replica_under_the_rate_it_was_served(clock: FakeClock) 
     for _ in range(9):
         limit.record(None)
     assert before + 0.09 < limit.pace < 10.0
+
+
+def test_a_429_of_calls_sent_before_the_cut_is_the_same_burst(clock: FakeClock) -> None:
+    spec = AdaptiveConcurrencySpec(cooldown=5.0, paceMargin=0.9, paceGrowth=0.01)
+    limit = AdaptiveLimit(spec, ceiling=16, clock=clock)
+    _send(limit, clock, rate=10, seconds=3)
+    assert _refused(limit, clock), "the first 429 cuts"
+    cut = limit.pace
+    # Given calls that went out before that 429 was heard of, answered 429 later
+    went = clock.now - 0.05
+    clock.advance(0.2)
+    limit.sent(1)
+    limit.record(StatusError(429), went)
+    # Then they are of the burst that first 429 answered, not a new pushback
+    assert limit.own.cut_at is not None and limit.own.cut_at < went + 0.2
+    assert limit.pace is not None and limit.pace <= cut  # type: ignore[operator]
+    cut_at = limit.own.cut_at
+    # When a call that went out after the cut, at its pace, is answered 429 (well within
+    # the cooldown): that is news, the pace is still too high, and it cuts again
+    clock.advance(0.5)
+    _refused(limit, clock)
+    assert limit.own.cut_at > cut_at
 
 
 async def test_local_bucket_grants_burst_then_rate(clock: FakeClock) -> None:

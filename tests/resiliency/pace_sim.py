@@ -1,0 +1,167 @@
+"""A simulated provider and actor on a fake clock, driving the real brakes.
+
+The provider allows ``rate`` calls a second with a token bucket of ``burst`` (beyond:
+429 at once, with ``retry-after-ms`` until the next token), answers a granted call after
+``latency`` seconds. Each replica is a :class:`ResilientAdmission` over one shared
+store, stepped every ``step`` seconds the way the runtime's receive loop uses it: wait
+out a Retry-After pause, take as many calls as its limit has free from the pace, send
+them. A message answered 429 comes back to the queue after its Retry-After. What is
+measured is what the benchmark measures at its provider: answers a second from the
+first to the last answer, over ``rate``, and the share of calls answered 429.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from asya_agents.resiliency.adaptive import AdaptiveLimit
+from asya_agents.resiliency.admission import ResilientAdmission
+from asya_agents.resiliency.shared import LocalState, SharedBrakes
+from asya_agents.resiliency.spec import AdaptiveConcurrencySpec
+from tests.conftest import FakeClock
+
+
+class RateLimited(Exception):
+    """A provider's 429, with the headers a client library exposes."""
+
+    status_code = 429
+
+    def __init__(self, wait: float) -> None:
+        super().__init__("429: rate limit exceeded")
+        self.headers = {"retry-after-ms": str(max(1, round(wait * 1000)))}
+
+
+class Bucket:
+    def __init__(self, rate: float, burst: float, clock: FakeClock) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = burst, clock()
+
+    def take(self) -> float:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class SimReplica:
+    admission: ResilientAdmission
+    adaptive: AdaptiveLimit
+    shared: SharedBrakes
+    starts: float = 0.0
+    inflight: list[float] = field(default_factory=list)
+    refused_once: bool = False
+
+
+@dataclass
+class SimResult:
+    served: float  # answers/s over the serving window, over the rate
+    share_429: float
+    calls: int
+    answered: int
+    seconds: float  # first send to last answer
+    paces: list[tuple[float, float | None]]  # the shared pace once a second
+    refused_at: list[float] = field(default_factory=list)  # seconds from the first call
+
+
+async def simulate(*, rate: float, calls: int, replicas: int = 1, latency: float = 0.3,
+                   burst: float | None = None, spec: AdaptiveConcurrencySpec | None = None,
+                   concurrency: int = 16, step: float = 0.005, joins: list[float] | None = None,
+                   lead: float = 2.0, jitter: float = 0.3, seed: int = 1,
+                   detect: float = 0.0, first_detect: float | None = None,
+                   limit: float = 600.0) -> SimResult:
+    """``calls`` messages arrive ``lead`` seconds after the replicas start (which ask
+    for work meanwhile, from an empty queue); ``joins`` (seconds) when each replica
+    starts (all at 0 by default: pinned replicas); each answer takes ``latency`` times
+    up to ``1 + jitter``; a 429 reaches the replica's brakes ``detect`` seconds after
+    the provider answered it (the client library's own time to raise it), the first one
+    of each replica ``first_detect`` (litellm builds its error types on the first)."""
+    rng = random.Random(seed)
+    spec = spec or AdaptiveConcurrencySpec(cooldown=2.0, paceMargin=0.9, paceGrowth=0.01,
+                                           pauseOnRetryAfter=60.0, minConcurrency=1)
+    clock = FakeClock(1_700_000_000.0)
+    began = clock()
+    store = LocalState()
+    provider = Bucket(rate, burst if burst is not None else max(rate / 5, 1.0), clock)
+    reps: list[SimReplica] = []
+    for i in range(replicas):
+        adaptive = AdaptiveLimit(spec, ceiling=concurrency, clock=clock)
+        shared = SharedBrakes(store, actor="sim", adaptive=adaptive,
+                              max_replicas=replicas, clock=clock)
+        adm = ResilientAdmission(actor="sim", adaptive=adaptive, shared=shared, clock=clock)
+        reps.append(SimReplica(adm, adaptive, shared,
+                               starts=began + (joins[i] if joins else 0.0)))
+    backlog, arrival = 0, began + lead
+    retries: list[float] = []  # when a 429'd message is back in the queue
+    refused: list[tuple[float, int, float, float]] = []  # (heard, replica, wait, sent)
+    answers: list[float] = []
+    sent = n429 = 0
+    refused_at: list[float] = []
+    paces: list[tuple[float, float | None]] = []
+    next_mark = began
+    while (arrival or backlog or retries or refused or any(r.inflight for r in reps)) and \
+            clock() - began < limit:
+        clock.advance(step)
+        now = clock()
+        if arrival and now >= arrival:
+            backlog, arrival = calls, 0.0
+        if now >= next_mark:
+            paces.append((round(now - began), store.data.get("pace", {}).get("pace")))
+            next_mark += 1.0
+        while retries and retries[0] <= now:
+            heapq.heappop(retries)
+            backlog += 1
+        while refused and refused[0][0] <= now:
+            _, index, wait, went = heapq.heappop(refused)
+            reps[index].admission.outcome(RateLimited(wait), went)
+        for rep in reps:
+            done = [t for t in rep.inflight if t <= now]
+            if done:
+                rep.inflight = [t for t in rep.inflight if t > now]
+                for _ in done:
+                    rep.admission.outcome(None)
+                    answers.append(now)
+        for index, rep in enumerate(reps):
+            if now < rep.starts or rep.admission._paused_until > now:
+                continue
+            free = rep.admission.limit(concurrency) - len(rep.inflight)
+            if free <= 0:
+                continue
+            if rep.adaptive.unsent_refused:
+                await rep.shared.refresh()
+            granted, _wait = await rep.admission.try_acquire(free)
+            if not granted:
+                continue
+            use = min(granted, backlog)
+            await rep.admission.release(granted - use)
+            backlog -= use
+            for _ in range(use):
+                sent += 1
+                wait = provider.take()
+                if wait > 0:
+                    n429 += 1
+                    refused_at.append(now)
+                    late = detect
+                    if first_detect is not None and not rep.refused_once:
+                        late, rep.refused_once = first_detect, True
+                    heapq.heappush(refused, (now + late, index, wait, now))
+                    heapq.heappush(retries, now + late + wait)
+                else:
+                    rep.inflight.append(now + latency * (1 + jitter * rng.random()))
+    window = (answers[-1] - answers[0]) if len(answers) > 1 else 0.0
+    return SimResult(served=len(answers) / window / rate if window else 0.0,
+                     share_429=n429 / sent if sent else 0.0, calls=sent,
+                     answered=len(answers), seconds=(answers[-1] - began - lead) if answers else 0.0,
+                     paces=paces, refused_at=[round(t - began - lead, 2)
+                                              for t in refused_at])
+
+
+def table(results: dict[Any, SimResult]) -> str:
+    return "\n".join(f"{k}: served {r.served:.3f} 429 {r.share_429:.1%} calls {r.calls} "
+                     f"in {r.seconds:.1f}s" for k, r in results.items())
