@@ -11,15 +11,22 @@ actor's ``concurrency``.
 
 Concurrency alone cannot hold a rate: a call answered 429 returns at once and frees
 its slot for the next one, so every slot above the provider's share turns into a
-stream of 429s. So a cut also sets a *pace* (:class:`PaceState`): the rate the actor
-was actually served at over the last seconds (what the provider granted while it asked
-for more) is the *ceiling*, and calls start at ``paceMargin`` of it. While calls
-succeed and the pace is what holds them back (a backlog waits for it), the pace climbs:
-back towards the ceiling quickly at first and by ``paceGrowth`` a second close to it,
-then, once above it with still no 429, faster and faster (its growth rises with the
-distance above the ceiling, up to doubling a second): a ceiling measured while the
-actor was not asking for more (the rate before a spike) does not bind for long, while
-an actor at the provider's limit stays near it.
+stream of 429s. So the actor also keeps a *pace* (:class:`PaceState`), a token bucket of
+calls a second. It starts at ``_START_PACE`` and climbs fast while it holds a backlog
+back, so that the first calls are spread out rather than fired at once by every replica.
+What the provider granted is counted when the calls went out (not when they were
+answered, which lags by a call's latency). A 429 measures the provider: between two
+429s its bucket went from empty to empty, and the calls granted meanwhile are its rate;
+the window before a 429 counts what the bucket held on top. That measure is the
+*ceiling* and calls restart at ``paceMargin`` of it. A 429 is timed by when its call
+went out: one sent before the last cut is of that cut's burst (the client library was
+slow to raise it) and corrects its measure; one sent after, at the cut's pace, is news
+and cuts again. While calls succeed and the pace is what holds them back, the pace
+climbs: back towards the ceiling within a second or two and by ``paceGrowth`` a second
+close to it, then, once above it with still no 429, faster and faster (its growth rises
+with the distance above the ceiling, up to doubling a second): a ceiling measured while
+the actor was not asking for more (the rate before a spike) does not bind for long,
+while an actor at the provider's limit stays near it.
 
 The pace is the actor's, not a replica's: :mod:`.shared` keeps one :class:`PaceState`
 in the store that shares ``rateLimit`` (SQLite on one machine, Redis on a cluster),

@@ -70,6 +70,84 @@ class SimResult:
     refused_at: list[float] = field(default_factory=list)  # seconds from the first call
 
 
+class _Sim:
+    """One run's state: the provider, the replicas, the queue and what was measured."""
+
+    def __init__(self, *, rate: float, burst: float | None, replicas: int, latency: float,
+                 spec: AdaptiveConcurrencySpec, concurrency: int, joins: list[float] | None,
+                 jitter: float, seed: int, detect: float, first_detect: float | None) -> None:
+        self.clock = FakeClock(1_700_000_000.0)
+        self.began = self.clock()
+        self.store = LocalState()
+        self.provider = Bucket(rate, burst if burst is not None else max(rate / 5, 1.0),
+                               self.clock)
+        self.latency, self.jitter, self.rng = latency, jitter, random.Random(seed)
+        self.detect, self.first_detect, self.concurrency = detect, first_detect, concurrency
+        self.reps: list[SimReplica] = []
+        for i in range(replicas):
+            adaptive = AdaptiveLimit(spec, ceiling=concurrency, clock=self.clock)
+            shared = SharedBrakes(self.store, actor="sim", adaptive=adaptive,
+                                  max_replicas=replicas, clock=self.clock)
+            adm = ResilientAdmission(actor="sim", adaptive=adaptive, shared=shared,
+                                     clock=self.clock)
+            self.reps.append(SimReplica(adm, adaptive, shared,
+                                        starts=self.began + (joins[i] if joins else 0.0)))
+        self.backlog = 0
+        self.retries: list[float] = []  # when a 429'd message is back in the queue
+        self.refused: list[tuple[float, int, float, float]] = []  # heard, replica, wait, sent
+        self.answers: list[float] = []
+        self.refused_at: list[float] = []
+        self.sent = 0
+
+    def busy(self) -> bool:
+        return bool(self.backlog or self.retries or self.refused or
+                    any(r.inflight for r in self.reps))
+
+    def hear(self, now: float) -> None:
+        """429s reach their replicas' brakes, retries come back, answers arrive."""
+        while self.refused and self.refused[0][0] <= now:
+            _, index, wait, went = heapq.heappop(self.refused)
+            self.reps[index].admission.outcome(RateLimited(wait), went)
+        while self.retries and self.retries[0] <= now:
+            heapq.heappop(self.retries)
+            self.backlog += 1
+        for rep in self.reps:
+            done = [t for t in rep.inflight if t <= now]
+            if done:
+                rep.inflight = [t for t in rep.inflight if t > now]
+                for _ in done:
+                    rep.admission.outcome(None)
+                    self.answers.append(now)
+
+    async def send(self, index: int, rep: SimReplica, now: float) -> None:
+        """One turn of a replica's receive loop."""
+        if now < rep.starts or rep.admission._paused_until > now:
+            return
+        free = rep.admission.limit(self.concurrency) - len(rep.inflight)
+        if free <= 0:
+            return
+        if rep.adaptive.unsent_refused:
+            await rep.shared.refresh()
+        granted, _wait = await rep.admission.try_acquire(free)
+        if not granted:
+            return
+        use = min(granted, self.backlog)
+        await rep.admission.release(granted - use)
+        self.backlog -= use
+        for _ in range(use):
+            self.sent += 1
+            wait = self.provider.take()
+            if wait <= 0:
+                rep.inflight.append(now + self.latency * (1 + self.jitter * self.rng.random()))
+                continue
+            self.refused_at.append(now)
+            late = self.detect
+            if self.first_detect is not None and not rep.refused_once:
+                late, rep.refused_once = self.first_detect, True
+            heapq.heappush(self.refused, (now + late, index, wait, now))
+            heapq.heappush(self.retries, now + late + wait)
+
+
 async def simulate(*, rate: float, calls: int, replicas: int = 1, latency: float = 0.3,
                    burst: float | None = None, spec: AdaptiveConcurrencySpec | None = None,
                    concurrency: int = 16, step: float = 0.005, joins: list[float] | None = None,
@@ -82,84 +160,32 @@ async def simulate(*, rate: float, calls: int, replicas: int = 1, latency: float
     up to ``1 + jitter``; a 429 reaches the replica's brakes ``detect`` seconds after
     the provider answered it (the client library's own time to raise it), the first one
     of each replica ``first_detect`` (litellm builds its error types on the first)."""
-    rng = random.Random(seed)
     spec = spec or AdaptiveConcurrencySpec(cooldown=2.0, paceMargin=0.9, paceGrowth=0.01,
                                            pauseOnRetryAfter=60.0, minConcurrency=1)
-    clock = FakeClock(1_700_000_000.0)
-    began = clock()
-    store = LocalState()
-    provider = Bucket(rate, burst if burst is not None else max(rate / 5, 1.0), clock)
-    reps: list[SimReplica] = []
-    for i in range(replicas):
-        adaptive = AdaptiveLimit(spec, ceiling=concurrency, clock=clock)
-        shared = SharedBrakes(store, actor="sim", adaptive=adaptive,
-                              max_replicas=replicas, clock=clock)
-        adm = ResilientAdmission(actor="sim", adaptive=adaptive, shared=shared, clock=clock)
-        reps.append(SimReplica(adm, adaptive, shared,
-                               starts=began + (joins[i] if joins else 0.0)))
-    backlog, arrival = 0, began + lead
-    retries: list[float] = []  # when a 429'd message is back in the queue
-    refused: list[tuple[float, int, float, float]] = []  # (heard, replica, wait, sent)
-    answers: list[float] = []
-    sent = n429 = 0
-    refused_at: list[float] = []
+    sim = _Sim(rate=rate, burst=burst, replicas=replicas, latency=latency, spec=spec,
+               concurrency=concurrency, joins=joins, jitter=jitter, seed=seed,
+               detect=detect, first_detect=first_detect)
+    began, arrival = sim.began, sim.began + lead
     paces: list[tuple[float, float | None]] = []
     next_mark = began
-    while (arrival or backlog or retries or refused or any(r.inflight for r in reps)) and \
-            clock() - began < limit:
-        clock.advance(step)
-        now = clock()
+    while (arrival or sim.busy()) and sim.clock() - began < limit:
+        sim.clock.advance(step)
+        now = sim.clock()
         if arrival and now >= arrival:
-            backlog, arrival = calls, 0.0
+            sim.backlog, arrival = calls, 0.0
         if now >= next_mark:
-            paces.append((round(now - began), store.data.get("pace", {}).get("pace")))
+            paces.append((round(now - began), sim.store.data.get("pace", {}).get("pace")))
             next_mark += 1.0
-        while retries and retries[0] <= now:
-            heapq.heappop(retries)
-            backlog += 1
-        while refused and refused[0][0] <= now:
-            _, index, wait, went = heapq.heappop(refused)
-            reps[index].admission.outcome(RateLimited(wait), went)
-        for rep in reps:
-            done = [t for t in rep.inflight if t <= now]
-            if done:
-                rep.inflight = [t for t in rep.inflight if t > now]
-                for _ in done:
-                    rep.admission.outcome(None)
-                    answers.append(now)
-        for index, rep in enumerate(reps):
-            if now < rep.starts or rep.admission._paused_until > now:
-                continue
-            free = rep.admission.limit(concurrency) - len(rep.inflight)
-            if free <= 0:
-                continue
-            if rep.adaptive.unsent_refused:
-                await rep.shared.refresh()
-            granted, _wait = await rep.admission.try_acquire(free)
-            if not granted:
-                continue
-            use = min(granted, backlog)
-            await rep.admission.release(granted - use)
-            backlog -= use
-            for _ in range(use):
-                sent += 1
-                wait = provider.take()
-                if wait > 0:
-                    n429 += 1
-                    refused_at.append(now)
-                    late = detect
-                    if first_detect is not None and not rep.refused_once:
-                        late, rep.refused_once = first_detect, True
-                    heapq.heappush(refused, (now + late, index, wait, now))
-                    heapq.heappush(retries, now + late + wait)
-                else:
-                    rep.inflight.append(now + latency * (1 + jitter * rng.random()))
+        sim.hear(now)
+        for index, rep in enumerate(sim.reps):
+            await sim.send(index, rep, now)
+    answers = sim.answers
     window = (answers[-1] - answers[0]) if len(answers) > 1 else 0.0
     return SimResult(served=len(answers) / window / rate if window else 0.0,
-                     share_429=n429 / sent if sent else 0.0, calls=sent,
-                     answered=len(answers), seconds=(answers[-1] - began - lead) if answers else 0.0,
-                     paces=paces, refused_at=[round(t - began - lead, 2)
-                                              for t in refused_at])
+                     share_429=len(sim.refused_at) / sim.sent if sim.sent else 0.0,
+                     calls=sim.sent, answered=len(answers),
+                     seconds=(answers[-1] - began - lead) if answers else 0.0, paces=paces,
+                     refused_at=[round(t - began - lead, 2) for t in sim.refused_at])
 
 
 def table(results: dict[Any, SimResult]) -> str:
