@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from asya_agents.fakes import _Bucket as Bucket  # the fake provider's own bucket
 from asya_agents.resiliency.adaptive import AdaptiveLimit
 from asya_agents.resiliency.admission import ResilientAdmission
 from asya_agents.resiliency.shared import LocalState, SharedBrakes
@@ -32,21 +33,6 @@ class RateLimited(Exception):
     def __init__(self, wait: float) -> None:
         super().__init__("429: rate limit exceeded")
         self.headers = {"retry-after-ms": str(max(1, round(wait * 1000)))}
-
-
-class Bucket:
-    def __init__(self, rate: float, burst: float, clock: FakeClock) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens, self.stamp = burst, clock()
-
-    def take(self) -> float:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 @dataclass
