@@ -89,6 +89,9 @@ _UNUSED = 1.5
 _BETWEEN = (1.0, 30.0)
 #: A pace this much above the measure between two 429s says the measure is short.
 _SLACK = 0.1
+#: Seconds after a cut in which a refused call is still of its burst: the provider's
+#: bucket, just emptied, refills only by the little the new pace leaves it.
+_SETTLE = 0.5
 #: A 429 whose call went out longer ago than this is timed when it is heard of.
 _STALE = 60.0
 #: A measure between two 429s this far under the last window's is not one (the actor
@@ -173,9 +176,12 @@ class PaceState:
         self.sent = [[t, counts[t]] for t in sorted(counts)]
 
     def _after(self, moment: float) -> float:
-        """Calls counted in the ticks after the one ``moment`` falls in."""
+        """Calls counted after ``moment``: in the ticks after the one it falls in, and
+        the share of that one's that comes after it (calls spread over a tick)."""
         tick = tick_of(moment)
-        return sum(c for t, c in self.sent if t > tick + 1e-6)
+        later = sum(c for t, c in self.sent if t > tick + 1e-6)
+        own = sum(c for t, c in self.sent if abs(t - tick) < 1e-6)
+        return later + own * max(0.0, tick + _TICK - moment) / _TICK
 
     def granted_rate(self, until: float, window: float) -> tuple[float, float]:
         """``(calls granted a second, seconds measured over)`` over the ``window`` up to
@@ -225,15 +231,17 @@ class PaceState:
 
         A 429 is of the burst the last cut answered when its call went out before that
         cut (a client library takes its time to raise one: tens of ms, hundreds for the
-        first): it says nothing of the new pace. A call that went out after it, paced
-        by it, and was still refused is news: the pace is still too high. Without the
-        time it went out, 429s within ``cooldown`` of the last cut are of its burst."""
+        first) or within ``_SETTLE`` after it (the provider's bucket, just emptied, has
+        not refilled yet): it says nothing of the new pace. A call that went out later,
+        paced by the cut, and was still refused is news: the pace is still too high.
+        Without the time it went out, 429s within ``cooldown`` of the last cut are of
+        its burst."""
         at = now if sent is None or not 0.0 <= now - sent <= _STALE else sent
         self.count(-1, at)
         if self.cut_at is None:
             new = True
         elif sent is not None:
-            new = at > self.cut_at + _TICK
+            new = at > self.cut_at + _SETTLE
         else:
             new = now - self.cut_at >= spec.cooldown
         mark = self.total - self._after(at)
@@ -244,7 +252,14 @@ class PaceState:
             self.between = None
             if self.empty is not None and _BETWEEN[0] <= at - self.empty[0] <= _BETWEEN[1]:
                 self.between = [self.empty[0], at, mark - self.empty[1], self.pace or 0.0]
+            refused_at = None if self.starting else self.pace
             self._measure(at, spec, ramp=self.starting)
+            if refused_at is not None and self.ceiling is not None and \
+                    self.ceiling > refused_at:
+                # The provider refused a call sent at this pace: its limit is under it,
+                # whatever a measure that counts a full bucket's calls says.
+                self.ceiling = refused_at
+                self.pace = max(refused_at * spec.paceMargin, _MIN_PACE)
             self.cut_at = now
         elif self.between is not None and at <= self.between[1]:
             # A call of the same burst, sent before the first refused one went out and
