@@ -54,7 +54,7 @@ from typing import Any
 from asya_agents.resiliency.match import ErrorMatcher, retry_after
 from asya_agents.resiliency.spec import AdaptiveConcurrencySpec
 
-__all__ = ["AdaptiveLimit", "PaceState", "tick_of"]
+__all__ = ["AdaptiveLimit", "PaceState", "add_tick", "tick_of"]
 
 #: Seconds of calls the granted rate is measured over.
 _PACE_WINDOW = 2.0
@@ -102,6 +102,15 @@ _BETWEEN_FLOOR = 0.8
 def tick_of(now: float) -> float:
     """The start of the tick of the granted rate's measure that ``now`` falls in."""
     return round(math.floor(now / _TICK) * _TICK, 3)
+
+
+def add_tick(ticks: list[list[float]], tick: float, calls: float) -> None:
+    """Add ``calls`` to the last ``[start, count]`` of ``ticks`` when it is ``tick``'s,
+    else start one."""
+    if ticks and ticks[-1][0] == tick:
+        ticks[-1][1] += calls
+    else:
+        ticks.append([tick, calls])
 
 
 @dataclass
@@ -155,16 +164,11 @@ class PaceState:
         """``calls`` went out just now (negative: answered 429)."""
         if not calls:
             return
-        tick = tick_of(now)
-        if self.sent and self.sent[-1][0] == tick:
-            self.sent[-1][1] += calls
-        else:
-            self.sent.append([tick, calls])
+        add_tick(self.sent, tick_of(now), calls)
         self.total += calls
-        while self.sent and now - self.sent[0][0] > self.keep + _TICK:
-            self.sent.pop(0)
+        self._forget(now)
 
-    def merge(self, ticks: list[list[float]]) -> None:
+    def merge(self, ticks: list[list[float]], now: float) -> None:
         """Calls counted per tick (``[start, count]``) by a replica since it last told
         the actor's state (its ticks may come before another replica's last one)."""
         if not ticks:
@@ -174,6 +178,12 @@ class PaceState:
             counts[tick] = counts.get(tick, 0) + calls
             self.total += calls
         self.sent = [[t, counts[t]] for t in sorted(counts)]
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop the ticks older than ``keep``: the state stays the size of a window."""
+        while self.sent and now - self.sent[0][0] > self.keep + _TICK:
+            self.sent.pop(0)
 
     def _after(self, moment: float) -> float:
         """Calls counted after ``moment``: in the ticks after the one it falls in, and
@@ -374,11 +384,7 @@ class AdaptiveLimit:
             return
         now = self._clock()
         self.own.count(count, now)
-        tick = tick_of(now)
-        if self.unsent_sent and self.unsent_sent[-1][0] == tick:
-            self.unsent_sent[-1][1] += count
-        else:
-            self.unsent_sent.append([tick, count])
+        add_tick(self.unsent_sent, tick_of(now), count)
 
     def pause_for(self, exc: BaseException) -> float:
         """Seconds the provider asked the whole client to wait (0 when it did not)."""

@@ -211,7 +211,7 @@ class SharedBrakes:
         adaptive = self.adaptive
         if adaptive is not None:
             pace = PaceState.from_dict(data.get("pace") or {"stamp": now})
-            pace.merge(adaptive.unsent_sent)
+            pace.merge(adaptive.unsent_sent, now)
             pace.succeeded(adaptive.unsent_ok, now, adaptive.spec)
             for sent in adaptive.unsent_refused:
                 pace.cut(now, adaptive.spec, sent)

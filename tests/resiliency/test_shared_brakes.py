@@ -227,6 +227,26 @@ def test_a_pace_far_above_its_ceiling_probes_up_fast_while_a_backlog_waits() -> 
     # while at 1 %/s the same 20 s would have added about a fifth
 
 
+async def test_the_shared_state_stays_the_size_of_a_window(tmp_path: Path,
+                                                           clock: FakeClock) -> None:
+    rep = Replica(SQLiteState(tmp_path / "limits.db", "res/judge"), clock)
+    try:
+        # Given a replica whose calls go out for a minute, never refused
+        for _ in range(600):
+            clock.advance(0.1)
+            got, _ = await rep.admission.try_acquire(1)
+            await rep.admission.release(0)  # what it got went out
+            if got:
+                rep.admission.outcome(None)
+        await rep.shared.take(0)
+        # Then the actor's state keeps the last window of calls, not the whole minute
+        state = await rep.shared.store.update(lambda data: data["pace"])
+        assert 0 < len(state["sent"]) <= 2.0 / 0.1 + 2
+        assert state["total"] >= 500
+    finally:
+        await rep.shared.store.close()
+
+
 def test_a_pace_that_holds_nothing_back_does_not_grow() -> None:
     spec = AdaptiveConcurrencySpec(cooldown=1.0, paceMargin=0.9, paceGrowth=0.01)
     state = PaceState(pace=9.0, ceiling=10.0, probing=False, stamp=0.0)
